@@ -1,0 +1,1 @@
+"""Chaos: faults at the destination workloads and Istio client-side fault injection."""

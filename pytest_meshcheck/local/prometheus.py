@@ -1,0 +1,177 @@
+"""A private Prometheus server that scrapes the local mesh every second.
+
+Prometheus hands discovered targets to its scrape manager on a 5 s tick, so the first sample of any
+target lands about 5.5 s after Prometheus starts (measured, ``shared/notes/prometheus-local.md``). The
+mesh therefore starts Prometheus first, lets workloads and Envoy start meanwhile, and hands targets over
+through a ``file_sd`` file once their ports are known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+import yaml
+
+from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError
+from pytest_meshcheck.local.process import ManagedProcess, ProcessGroup
+
+PROMETHEUS_BIN_ENV = "PYTEST_MESHCHECK_PROMETHEUS_BIN"
+INSTALL_HINT = "install Debian's package (sudo apt-get install -y prometheus) or set $" + PROMETHEUS_BIN_ENV
+
+
+def find_prometheus(explicit: str | None = None) -> Path:
+    """Locate the Prometheus binary: ``explicit``, ``$PYTEST_MESHCHECK_PROMETHEUS_BIN``, then ``PATH``.
+
+    Raises:
+        MeshSetupError: Not found, with how to install it.
+    """
+    candidate = explicit or os.environ.get(PROMETHEUS_BIN_ENV)
+    if candidate:
+        path = Path(candidate)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise MeshSetupError(f"Prometheus binary {candidate!r} does not exist or is not executable; {INSTALL_HINT}")
+    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None)
+    if not found:
+        raise MeshSetupError(f"Prometheus binary not found on PATH; {INSTALL_HINT}")
+    return Path(found)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the OS for a free port.
+
+    Prometheus cannot report a port it picked itself, so this is the one place where a port is chosen
+    before binding; :meth:`PrometheusServer.start` retries with a new port if another process wins the race.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class PrometheusServer:
+    """One Prometheus process with its own config, data directory and file-discovered targets."""
+
+    def __init__(self, group: ProcessGroup, *, binary: Path, scrape_interval: str = "1s") -> None:
+        self.group = group
+        self.binary = binary
+        self.dir = group.work_dir / "prometheus"
+        self.targets_file = self.dir / "targets.json"
+        self.scrape_interval = scrape_interval
+        self.port = 0
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.targets_file.exists():
+            self.set_targets({})
+        config = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [
+                {
+                    "job_name": "meshcheck",
+                    "scrape_interval": self.scrape_interval,
+                    "scrape_timeout": self.scrape_interval,
+                    "honor_labels": True,
+                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+                }
+            ],
+        }
+        path = self.dir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def set_targets(self, targets: Mapping[str, tuple[str, Mapping[str, str]]]) -> None:
+        """Replace the scrape targets: ``{name: (host:port, labels)}``; each target's path is in its labels.
+
+        A label ``__metrics_path__`` selects the path (``/stats/prometheus`` for Envoy).
+        """
+        groups = [
+            {"targets": [address], "labels": {"meshcheck_target": name, **dict(labels)}}
+            for name, (address, labels) in targets.items()
+        ]
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(self.targets_file)
+
+    def start(self) -> None:
+        """Start the process; do not wait for it (see :meth:`wait_ready`).
+
+        Raises:
+            MeshSetupError: The binary is missing or cannot run.
+        """
+        config = self._write_config()
+        self.port = free_port()
+        self.process = self.group.start(
+            "prometheus",
+            [
+                str(self.binary),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1d",
+                "--log.level=warn",
+                "--web.enable-lifecycle",
+            ],
+        )
+
+    def wait_ready(self, timeout: float = 10.0, retries: int = 3) -> None:
+        """Wait for ``/-/ready``; restart on a new port if another process took ours.
+
+        Raises:
+            MeshSetupError: Prometheus exited, with its log tail.
+            MeshTimeoutError: It never became ready.
+        """
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if not self.process.running():
+                    tail = self.process.log_tail()
+                    if "address already in use" in tail and retries > 0:
+                        self.start()
+                        return self.wait_ready(max(0.5, deadline - time.monotonic()), retries - 1)
+                    raise MeshSetupError(
+                        f"Prometheus exited with code {self.process.popen.returncode} during start-up",
+                        log_tail=tail,
+                        log_path=self.process.log_path,
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(self.url + "/-/ready").status_code == 200:
+                        return None
+                time.sleep(0.01)
+        raise MeshTimeoutError(f"Prometheus at {self.url} was not ready after {timeout}s")
+
+    def wait_scraped(self, names: Sequence[str], timeout: float = 15.0) -> float:
+        """Wait until every named target has been scraped successfully at least once (``up == 1``).
+
+        Returns:
+            Seconds waited.
+        """
+        start = time.monotonic()
+        missing: set[str] = set(names)
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() - start < timeout:
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    data = client.get(self.url + "/api/v1/query", params={"query": "up == 1"}).json()
+                    seen = {r["metric"].get("meshcheck_target") for r in data["data"]["result"]}
+                    missing = set(names) - seen
+                    if not missing:
+                        return time.monotonic() - start
+                time.sleep(0.1)
+        raise MeshTimeoutError(
+            f"Prometheus at {self.url} had not scraped {sorted(missing)} after {timeout}s; "
+            f"see targets at {self.url}/targets"
+        )

@@ -1,0 +1,1 @@
+"""pytest glue for pytest-meshcheck (loaded through the ``pytest11`` entry point ``meshcheck``)."""

@@ -1,0 +1,405 @@
+"""Validate a VirtualService spec as Istio's admission does, and build the model.
+
+Rules follow istiod's ``ValidateVirtualService`` (``pkg/config/validation/validation.go`` and
+``virtualservice.go``) and the CRD schema; comments name the istiod function each rule comes from.
+"""
+
+from __future__ import annotations
+
+from pytest_meshcheck.policy import validation as v
+from pytest_meshcheck.policy.model import (
+    Destination,
+    FaultAbort,
+    FaultDelay,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPRetry,
+    HTTPRoute,
+    HTTPRouteDestination,
+    StringMatch,
+    StringMatchKind,
+    VirtualService,
+)
+from pytest_meshcheck.policy.reader import Fields, child, item
+
+_MATCH_KINDS: tuple[StringMatchKind, ...] = ("exact", "prefix", "regex")
+
+
+def build_virtual_service(spec: Fields, name: str, namespace: str | None, api_version: str) -> VirtualService:
+    """Read and validate ``spec`` of a VirtualService; problems go to ``spec.ctx``."""
+    ctx = spec.ctx
+    hosts = spec.string_list("hosts")
+    gateways = spec.string_list("gateways")
+    http = spec.obj_list("http", "HTTPRoute")
+    has_l4_routes = spec.present("tcp") or spec.present("tls")
+    spec.finish()
+
+    gateway_names = [g for _, g in gateways or []]
+    for path, gateway in gateways or []:
+        _check_gateway_name(spec, path, gateway)
+    applies_to_mesh = not gateway_names or "mesh" in gateway_names
+    if gateway_names and not applies_to_mesh:
+        ctx.warn(
+            spec.at("gateways"),
+            "this VirtualService binds only to gateways, not to sidecars ('mesh' is not listed), so it does not "
+            "govern service-to-service calls; pytest-meshcheck will not apply it to them",
+        )
+    if not hosts and not (spec.present("hosts") and hosts is None):  # None after a type error: reported
+        ctx.error(
+            spec.at("hosts"),
+            "hosts is missing or empty; a VirtualService without hosts is a delegate, which pytest-meshcheck does "
+            "not model",
+            "list the service the rules apply to, e.g. hosts: [order-service.platform-core.svc.cluster.local]",
+        )
+    _check_hosts(spec, hosts or [], applies_to_mesh)
+    if not http and not has_l4_routes and not (spec.present("http") and http is None):
+        # ValidateVirtualService: "http, tcp or tls must be provided in virtual service"
+        ctx.error(spec.at("http"), "http routes are missing or empty", "add at least one http route with a destination")
+    routes = tuple(_route(r, i) for i, r in enumerate(http or []))
+    _warn_unreachable(spec, routes)
+    return VirtualService(
+        name=name,
+        namespace=namespace,
+        api_version=api_version,
+        hosts=tuple(h for _, h in hosts or []),
+        gateways=tuple(gateway_names),
+        http=routes,
+    )
+
+
+def _check_gateway_name(spec: Fields, path: str, gateway: str) -> None:
+    # validateGatewayNames
+    ns, slash, gw_name = gateway.partition("/")
+    if not slash:
+        err = v.fqdn_error(gateway)
+        if err:
+            spec.ctx.error(path, f"invalid gateway name: {err}", "use 'mesh' or <namespace>/<gateway-name>")
+        return
+    if not (v.is_istio_dns_label(ns) and v.is_istio_dns_label(gw_name)):
+        spec.ctx.error(
+            path, f"invalid gateway reference {gateway!r}", "use <namespace>/<gateway-name>, both DNS labels"
+        )
+
+
+def _check_hosts(spec: Fields, hosts: list[tuple[str, str]], applies_to_mesh: bool) -> None:
+    valid: list[str] = []
+    for path, host in hosts:
+        err = v.wildcard_domain_error(host)
+        if err and not v.is_ip(host):
+            spec.ctx.error(path, f"invalid host: {err}", "use a service name such as order-service or its FQDN")
+        elif host == "*" and applies_to_mesh:
+            spec.ctx.error(
+                path, "wildcard host * is not allowed for VirtualServices bound to the mesh", "name the service"
+            )
+        else:
+            valid.append(host)
+    if len(valid) != len(hosts):
+        return
+    for i, a in enumerate(valid):
+        for b in valid[i + 1 :]:
+            if v.hosts_overlap(a, b):
+                spec.ctx.error(
+                    spec.at("hosts"), f"duplicate hosts in virtual service: {a} & {b}", "list each host once"
+                )
+
+
+def _route(f: Fields, index: int) -> HTTPRoute:
+    ctx = f.ctx
+    name = f.string("name")
+    matches = tuple(_match(m) for m in f.obj_list("match", "HTTPMatchRequest") or [])
+    route_list = f.obj_list("route", "HTTPRouteDestination")
+    destinations = tuple(_route_destination(d) for d in route_list or [])
+    retries_f = f.obj("retries", "HTTPRetry")
+    retries = _retry(retries_f) if retries_f else None
+    timeout = f.duration("timeout", zero_fix="omit timeout to disable the route timeout (Istio writes 0s, i.e. none)")
+    fault_f = f.obj("fault", "HTTPFaultInjection")
+    fault = _fault(fault_f) if fault_f else None
+    replaced = any(f.present(k) for k in ("redirect", "directResponse", "delegate"))
+    f.finish()
+    if not destinations and not replaced:
+        # validateHTTPRouteConflict: "HTTP route or redirect is required"
+        ctx.error(f.at("route"), "route is missing or empty", "add route: [{destination: {host: <service>}}]")
+    # validateHTTPRouteDestinations: weights may not be negative; several destinations may not all be 0.
+    if len(destinations) > 1 and sum(d.weight or 0 for d in destinations) == 0:
+        ctx.error(f.at("route"), "total destination weight = 0", "give at least one destination a positive weight")
+    if retries is not None and retries_f is not None:
+        _warn_retry_semantics(retries_f, retries, timeout)
+    return HTTPRoute(
+        name=name, match=matches, route=destinations, retries=retries, timeout=timeout, fault=fault, index=index
+    )
+
+
+def _string_match(f: Fields, what: str) -> StringMatch | None:
+    # CRD oneOf on exact/prefix/regex; validateStringMatchRegexp for regex.
+    set_kinds = [k for k in _MATCH_KINDS if f.present(k)]
+    values = {k: f.string(k) for k in _MATCH_KINDS}
+    f.finish()
+    if len(set_kinds) > 1:
+        f.ctx.error(
+            f.path,
+            f"sets {' and '.join(set_kinds)}; a StringMatch takes exactly one",
+            "keep one of exact, prefix, regex",
+        )
+        return None
+    if not set_kinds:
+        if what == "header":
+            message = "an empty match ({}) tests only that the header is present, which pytest-meshcheck does not model"
+        else:
+            message = "sets none of exact, prefix, regex"
+        f.ctx.error(f.path, message, "set exactly one of exact, prefix or regex")
+        return None
+    kind = set_kinds[0]
+    value = values[kind]
+    if value is None:
+        return None
+    if kind == "regex":
+        err = v.regex_error(value)
+        if err:
+            f.ctx.error(
+                f.at("regex"), err, "write an RE2 regular expression (https://github.com/google/re2/wiki/Syntax)"
+            )
+            return None
+    return StringMatch(kind, value)
+
+
+def _string_match_map(f: Fields, name: str, check_header_names: bool) -> dict[str, StringMatch]:
+    out: dict[str, StringMatch] = {}
+    for key, sub in (f.obj_map(name, "StringMatch") or {}).items():
+        if check_header_names and v.HEADER_NAME_RE.fullmatch(key) is None:
+            # ValidateHTTPHeaderName
+            f.ctx.error(
+                child(f.at(name), key), f"{key!r} is not a valid header name", "use letters, digits, '-' and '_'"
+            )
+        sm = _string_match(sub, "header" if name != "queryParams" else "query parameter")
+        if sm is not None:
+            out[key] = sm
+    return out
+
+
+def _match(f: Fields) -> HTTPMatchRequest:
+    name = f.string("name")
+    uri_f, method_f = f.obj("uri", "StringMatch"), f.obj("method", "StringMatch")
+    uri = _string_match(uri_f, "uri") if uri_f else None
+    method = _string_match(method_f, "method") if method_f else None
+    headers = _string_match_map(f, "headers", check_header_names=True)
+    without = _string_match_map(f, "withoutHeaders", check_header_names=False)
+    query = _string_match_map(f, "queryParams", check_header_names=False)
+    ignore_case = f.boolean("ignoreUriCase")
+    f.finish()
+    return HTTPMatchRequest(
+        name=name,
+        uri=uri,
+        method=method,
+        headers=headers,
+        without_headers=without,
+        query_params=query,
+        ignore_uri_case=bool(ignore_case),
+    )
+
+
+def _route_destination(f: Fields) -> HTTPRouteDestination:
+    dest_f = f.obj("destination", "Destination")
+    weight = f.integer("weight")
+    f.finish()
+    if weight is not None and weight < 0:
+        f.ctx.error(f.at("weight"), f"weight {weight} < 0", "use a weight of 0 or more")
+    if dest_f is None:
+        f.ctx.error(f.at("destination"), "destination is required", "add destination: {host: <service>}")
+        return HTTPRouteDestination(Destination(""), weight)
+    return HTTPRouteDestination(_destination(dest_f), weight)
+
+
+def _destination(f: Fields) -> Destination:
+    # validateDestination
+    host = f.string("host")
+    subset = f.string("subset")
+    port_f = f.obj("port", "PortSelector")
+    number = None
+    if port_f is not None:
+        number = port_f.integer("number", "uint32")
+        port_f.finish()
+        err = v.port_error(number or 0)
+        if err:
+            f.ctx.error(port_f.at("number"), err, "set port: {number: <service port>}")
+    f.finish()
+    if host is None:
+        f.require("host", "set host to the service name, e.g. order-service")
+    elif host == "*":
+        f.ctx.error(f.at("host"), "invalid destination host *", "name the service")
+    elif (err := v.wildcard_domain_error(host)) is not None:
+        f.ctx.error(f.at("host"), f"invalid destination host: {err}", "use a service name or FQDN")
+    if subset is not None and not v.is_istio_dns_label(subset):
+        f.ctx.error(f.at("subset"), f"subset name {subset!r} is not a DNS-1123 label", "use letters, digits and '-'")
+    return Destination(host or "", subset, number)
+
+
+def _retry(f: Fields) -> HTTPRetry:
+    # validateHTTPRetry
+    attempts_given = f.present("attempts")
+    attempts = f.integer("attempts")
+    per_try = f.duration("perTryTimeout")
+    retry_on = f.string("retryOn")
+    remote = f.boolean("retryRemoteLocalities")
+    ignore_previous = f.boolean("retryIgnorePreviousHosts")
+    backoff = f.duration("backoff")
+    f.finish()
+    count = attempts or 0
+    if count < 0:
+        f.ctx.error(f.at("attempts"), f"attempts {count} cannot be negative", "set attempts to 0 (no retries) or more")
+    attempts_ok = attempts is not None or not attempts_given  # a type error was reported already
+    configured = f.present("perTryTimeout") or f.data.get("retryOn") or f.present("retryRemoteLocalities")
+    if count == 0 and attempts_ok and configured:
+        where = "attempts is 0" if attempts_given else "attempts is not set, so it is 0"
+        f.ctx.error(
+            f.at("attempts"),
+            f"{where} (retries disabled) but perTryTimeout, retryOn or retryRemoteLocalities is set; Istio rejects "
+            "this ('http retry policy configured when attempts are set to 0')",
+            "set attempts to the number of retries you want, e.g. attempts: 3",
+        )
+    elif not attempts_given and not configured:
+        f.ctx.warn(
+            f.path,
+            "attempts is not set, so it is 0: this route gets no retry policy at all, not even "
+            "Istio's default of 2 retries",
+        )
+    if retry_on:
+        for token in v.retry_on_errors(retry_on):
+            shown = repr(token) + (" (istiod splits on ',' without trimming spaces)" if token != token.strip() else "")
+            f.ctx.error(
+                f.at("retryOn"),
+                f"{shown} is not a valid retryOn policy",
+                "use comma-separated conditions without spaces, e.g. 5xx,reset,connect-failure,503",
+            )
+    return HTTPRetry(
+        attempts=count,
+        per_try_timeout=per_try,
+        retry_on=retry_on,
+        retry_remote_localities=remote,
+        retry_ignore_previous_hosts=ignore_previous,
+        backoff=backoff,
+    )
+
+
+def _warn_retry_semantics(f: Fields, retries: HTTPRetry, timeout: float | None) -> None:
+    if retries.attempts <= 0 or retries.per_try_timeout is None:
+        return
+    conditions = v.retry_on_conditions(retries.retry_on) if retries.retry_on else set()
+    if not conditions & v.RETRY_ON_RESET:
+        f.ctx.warn(
+            f.at("perTryTimeout"),
+            "retryOn has none of 5xx, gateway-error, reset: Envoy does not retry an attempt that hits perTryTimeout, "
+            "so the first slow attempt fails the request with 504 (flag UT)",
+        )
+    if timeout is not None and retries.per_try_timeout >= timeout:
+        f.ctx.warn(f.at("perTryTimeout"), "perTryTimeout is not shorter than the route timeout, so Envoy ignores it")
+
+
+def _percentage(f: Fields) -> float | None:
+    pct_f = f.obj("percentage", "Percent")
+    if pct_f is None:
+        return None
+    value = pct_f.number("value")
+    pct_f.finish()
+    if value is not None and (err := v.percentage_error(value)) is not None:
+        f.ctx.error(pct_f.at("value"), err, "use a percentage from 0 to 100, e.g. percentage: {value: 100}")
+    return value if value is not None else 0.0
+
+
+def _fault(f: Fields) -> HTTPFaultInjection:
+    # validateHTTPFaultInjection
+    delay_f, abort_f = f.obj("delay", "Delay"), f.obj("abort", "Abort")
+    f.finish()
+    if delay_f is None and abort_f is None:
+        f.ctx.error(
+            f.path, "HTTP fault injection must have an abort and/or a delay", "add delay or abort, or remove fault"
+        )
+    return HTTPFaultInjection(_delay(delay_f) if delay_f else None, _abort(abort_f) if abort_f else None)
+
+
+def _warn_no_percentage(f: Fields, what: str) -> None:
+    f.ctx.warn(
+        f.path,
+        f"no percentage (or 0): Istio injects this {what} into 0% of requests, so nothing "
+        "happens; set percentage: {value: 100} to affect every request",
+    )
+
+
+def _delay(f: Fields) -> FaultDelay:
+    # validateHTTPFaultInjectionDelay; the CRD allows at most one of fixedDelay and exponentialDelay.
+    fixed = f.duration("fixedDelay")
+    percentage = _percentage(f)
+    percent = f.integer("percent")
+    if f.present("exponentialDelay"):
+        f.duration("exponentialDelay")
+        f.ctx.error(
+            f.at("exponentialDelay"),
+            "exponentialDelay is rejected by Istio ('exponentialDelay not supported yet')",
+            "use fixedDelay",
+        )
+    f.finish()
+    if not f.present("fixedDelay") and not f.present("exponentialDelay"):
+        f.ctx.error(f.at("fixedDelay"), "delay needs fixedDelay", "add fixedDelay, e.g. fixedDelay: 2s")
+    if percent is not None:
+        if not 0 <= percent <= 100:
+            f.ctx.error(f.at("percent"), f"percent {percent} is not in range 0..100", "use percentage: {value: 0..100}")
+        elif percentage is None:
+            f.ctx.warn(
+                f.at("percent"),
+                f"percent is the deprecated integer form; Istio still delays {percent}% of "
+                "requests, but use percentage: {value: N} instead",
+            )
+        else:
+            f.ctx.warn(f.at("percent"), "percent is deprecated and ignored because percentage is set")
+    elif not percentage:
+        _warn_no_percentage(f, "delay")
+    return FaultDelay(fixed_delay=fixed or 0.0, percentage=percentage, percent=percent)
+
+
+def _abort(f: Fields) -> FaultAbort:
+    # validateHTTPFaultInjectionAbort; the CRD allows at most one of httpStatus, grpcStatus, http2Error.
+    status = f.integer("httpStatus")
+    grpc = f.string("grpcStatus")
+    percentage = _percentage(f)
+    if f.present("http2Error"):
+        f.string("http2Error")
+        f.ctx.error(
+            f.at("http2Error"),
+            "Istio rejects http2Error ('HTTP/2 abort fault injection not supported yet')",
+            "use httpStatus or grpcStatus",
+        )
+    f.finish()
+    kinds = [k for k in ("httpStatus", "grpcStatus", "http2Error") if f.present(k)]
+    if len(kinds) > 1:
+        f.ctx.error(f.path, f"sets {' and '.join(kinds)}; an abort takes exactly one", "keep httpStatus or grpcStatus")
+    elif not kinds:
+        f.ctx.error(
+            f.path,
+            "abort sets neither httpStatus nor grpcStatus (istiod would drop it with only a warning)",
+            "add httpStatus, e.g. httpStatus: 503",
+        )
+    # validateHTTPStatus admits 200..600, but Envoy's HTTPFault rejects 600 (http_status < 600), which would
+    # make the proxy refuse the whole route table; so 600 is rejected here too.
+    if status is not None and not 200 <= status <= 599:
+        f.ctx.error(f.at("httpStatus"), f"HTTP status {status} is not in range 200-599", "use a status from 200 to 599")
+    if grpc is not None and grpc not in v.GRPC_STATUS_NAMES:
+        f.ctx.error(
+            f.at("grpcStatus"),
+            f"gRPC status {grpc!r} is not supported",
+            f"use one of {', '.join(sorted(v.GRPC_STATUS_NAMES))}",
+        )
+    if not percentage:
+        _warn_no_percentage(f, "abort")
+    return FaultAbort(http_status=status, grpc_status=grpc, percentage=percentage)
+
+
+def _warn_unreachable(spec: Fields, routes: tuple[HTTPRoute, ...]) -> None:
+    # analyzeUnreachableHTTPRules: a rule without match catches everything; rules after it never apply.
+    catch_all = next((r.index for r in routes if not r.match), None)
+    if catch_all is None:
+        return
+    for r in routes:
+        if r.index > catch_all:
+            spec.ctx.warn(
+                item(spec.at("http"), r.index),
+                f"never used: http[{catch_all}] has no match and catches every request first",
+            )

@@ -1,0 +1,288 @@
+"""Services, their versions and replica counts: what the mesh runs.
+
+A topology file looks like the packaged default (``pytest_meshcheck/topology.yaml``)::
+
+    namespace: platform-core          # default namespace of services below
+    services:
+      - name: order-service
+        port: 8084
+        versions:
+          - {name: v1, replicas: 3}   # labels default to {app: <name>, version: <name>}
+          - {name: v2, replicas: 1, labels: {version: v2, track: canary}}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pytest_meshcheck.errors import TopologyError
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """One version of a service: a label set and how many replicas run it."""
+
+    name: str
+    replicas: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service: name, namespace, HTTP port and versions."""
+
+    name: str
+    namespace: str
+    port: int
+    versions: tuple[VersionSpec, ...]
+
+    @property
+    def fqdn(self) -> str:
+        """The Kubernetes FQDN, ``name.namespace.svc.cluster.local``."""
+        return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    @property
+    def replicas(self) -> int:
+        """Total replicas over all versions."""
+        return sum(v.replicas for v in self.versions)
+
+    def instance_labels(self, version: VersionSpec) -> dict[str, str]:
+        """Labels of every pod of ``version``, as a Deployment would set them."""
+        return {"app": self.name, "version": version.name, **version.labels}
+
+    def host_aliases(self) -> tuple[str, ...]:
+        """Every host name a client in the mesh may use for this service."""
+        return (
+            self.name,
+            f"{self.name}.{self.namespace}",
+            f"{self.name}.{self.namespace}.svc",
+            self.fqdn,
+        )
+
+
+@dataclass(frozen=True)
+class GatewayRoute:
+    """An ingress route: requests whose path starts with ``prefix`` go to ``service``."""
+
+    prefix: str
+    service: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The set of services a mesh runs, and the ingress routes in front of them."""
+
+    services: tuple[ServiceSpec, ...]
+    source: str = "<default>"
+    gateway_routes: tuple[GatewayRoute, ...] = ()
+
+    def service(self, name: str) -> ServiceSpec:
+        """Return the service called ``name`` (short name or FQDN).
+
+        Raises:
+            TopologyError: No such service.
+        """
+        for svc in self.services:
+            if name in (svc.name, svc.fqdn):
+                return svc
+        known = ", ".join(s.name for s in self.services)
+        raise TopologyError(f"unknown service {name!r} in topology {self.source}; known services: {known}")
+
+    def resolve_host(self, host: str, namespace: str | None) -> ServiceSpec | None:
+        """Resolve a VirtualService/DestinationRule host as istiod does.
+
+        A short name is relative to the resource's namespace (``order-service`` in ``platform-core`` is
+        ``order-service.platform-core.svc.cluster.local``). Returns ``None`` when no service matches.
+        """
+        if "." not in host and namespace:
+            host = f"{host}.{namespace}.{CLUSTER_DOMAIN}"
+        for svc in self.services:
+            if host in (svc.fqdn, f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc"):
+                return svc
+            if "." not in host and namespace is None and host == svc.name:
+                return svc
+        return None
+
+    @property
+    def instance_count(self) -> int:
+        """Number of workload processes or pods this topology runs."""
+        return sum(s.replicas for s in self.services)
+
+
+def default_topology_path() -> Path:
+    """Path of the packaged default topology (the user's platform)."""
+    return Path(str(resources.files("pytest_meshcheck").joinpath("topology.yaml")))
+
+
+def load_topology(path: str | Path | None = None) -> Topology:
+    """Load a topology file, or the packaged default when ``path`` is ``None``.
+
+    Raises:
+        TopologyError: The file is missing, not YAML, or has a bad or unknown field.
+    """
+    p = Path(path) if path is not None else default_topology_path()
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TopologyError(f"cannot read topology file {p}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{p}: not valid YAML: {exc}") from exc
+    return parse_topology(data, source=str(p))
+
+
+def _require(cond: bool, source: str, where: str, message: str) -> None:
+    if not cond:
+        raise TopologyError(f"{source}: {where}: {message}")
+
+
+def parse_topology(data: Any, *, source: str = "<string>") -> Topology:
+    """Build a :class:`Topology` from already-parsed YAML data.
+
+    Raises:
+        TopologyError: Naming the file and field at fault.
+    """
+    _require(isinstance(data, dict), source, "top level", "expected a mapping with 'services'")
+    unknown = set(data) - {"namespace", "services", "gateway"}
+    _require(
+        not unknown,
+        source,
+        "top level",
+        f"unknown field(s) {sorted(unknown)}; allowed: namespace, services, gateway",
+    )
+    default_ns = data.get("namespace", "default")
+    _require(
+        isinstance(default_ns, str) and bool(_DNS_LABEL.match(default_ns)),
+        source,
+        "namespace",
+        f"{default_ns!r} is not a DNS-1123 label",
+    )
+    raw_services = data.get("services")
+    _require(
+        isinstance(raw_services, list) and bool(raw_services),
+        source,
+        "services",
+        "expected a non-empty list of services",
+    )
+    services: list[ServiceSpec] = []
+    seen: set[tuple[str, str]] = set()
+    for i, raw in enumerate(raw_services):
+        where = f"services[{i}]"
+        _require(isinstance(raw, dict), source, where, "expected a mapping with name, port, versions")
+        unknown = set(raw) - {"name", "namespace", "port", "versions"}
+        _require(
+            not unknown,
+            source,
+            where,
+            f"unknown field(s) {sorted(unknown)}; allowed: name, namespace, port, versions",
+        )
+        name, ns, port = raw.get("name"), raw.get("namespace", default_ns), raw.get("port", 8080)
+        _require(
+            isinstance(name, str) and bool(_DNS_LABEL.match(name)),
+            source,
+            f"{where}.name",
+            f"{name!r} is not a DNS-1123 label (lower-case letters, digits, '-')",
+        )
+        _require(
+            isinstance(ns, str) and bool(_DNS_LABEL.match(ns)),
+            source,
+            f"{where}.namespace",
+            f"{ns!r} is not a DNS-1123 label",
+        )
+        _require(
+            isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536,
+            source,
+            f"{where}.port",
+            f"{port!r} is not a port number 1-65535",
+        )
+        _require((name, ns) not in seen, source, f"{where}.name", f"duplicate service {name!r} in {ns!r}")
+        seen.add((name, ns))
+        raw_versions = raw.get("versions", [{"name": "v1", "replicas": 1}])
+        _require(
+            isinstance(raw_versions, list) and bool(raw_versions),
+            source,
+            f"{where}.versions",
+            "expected a non-empty list",
+        )
+        versions: list[VersionSpec] = []
+        for j, rv in enumerate(raw_versions):
+            vw = f"{where}.versions[{j}]"
+            _require(isinstance(rv, dict), source, vw, "expected a mapping with name and replicas")
+            unknown = set(rv) - {"name", "replicas", "labels"}
+            _require(
+                not unknown,
+                source,
+                vw,
+                f"unknown field(s) {sorted(unknown)}; allowed: name, replicas, labels",
+            )
+            vname, replicas, labels = rv.get("name"), rv.get("replicas", 1), rv.get("labels", {})
+            _require(
+                isinstance(vname, str) and bool(_DNS_LABEL.match(vname)),
+                source,
+                f"{vw}.name",
+                f"{vname!r} is not a DNS-1123 label",
+            )
+            _require(
+                isinstance(replicas, int) and not isinstance(replicas, bool) and 1 <= replicas <= 20,
+                source,
+                f"{vw}.replicas",
+                f"{replicas!r} must be an integer from 1 to 20",
+            )
+            _require(
+                isinstance(labels, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()),
+                source,
+                f"{vw}.labels",
+                "expected a mapping of string to string",
+            )
+            _require(vname not in {v.name for v in versions}, source, f"{vw}.name", f"duplicate version {vname!r}")
+            versions.append(VersionSpec(vname, replicas, dict(labels)))
+        services.append(ServiceSpec(name, ns, port, tuple(versions)))
+    return Topology(
+        tuple(services),
+        source=source,
+        gateway_routes=_parse_gateway(data.get("gateway"), {s.name for s in services}, source),
+    )
+
+
+def _parse_gateway(raw: Any, names: set[str], source: str) -> tuple[GatewayRoute, ...]:
+    if raw is None:
+        return ()
+    _require(
+        isinstance(raw, dict) and set(raw) <= {"routes"},
+        source,
+        "gateway",
+        "expected a mapping with 'routes'",
+    )
+    routes = raw.get("routes") or []
+    _require(isinstance(routes, list), source, "gateway.routes", "expected a list of {prefix, service}")
+    out: list[GatewayRoute] = []
+    for i, r in enumerate(routes):
+        where = f"gateway.routes[{i}]"
+        _require(
+            isinstance(r, dict) and set(r) == {"prefix", "service"},
+            source,
+            where,
+            "expected exactly the fields prefix and service",
+        )
+        _require(
+            isinstance(r["prefix"], str) and r["prefix"].startswith("/"),
+            source,
+            f"{where}.prefix",
+            f"{r['prefix']!r} must be a path starting with '/'",
+        )
+        _require(
+            r["service"] in names,
+            source,
+            f"{where}.service",
+            f"{r['service']!r} is not a service of this topology; known: {', '.join(sorted(names))}",
+        )
+        out.append(GatewayRoute(r["prefix"], r["service"]))
+    return tuple(out)
