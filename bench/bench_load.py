@@ -26,8 +26,8 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_meshcheck.load import ClosedLoop, OpenLoop, run_load  # noqa: E402
-from pytest_meshcheck.load.testing import EnvoyProcess, bootstrap  # noqa: E402
+from pytest_meshcheck.load import ClosedLoop, OpenLoop, run_load
+from pytest_meshcheck.load.testing import EnvoyProcess, bootstrap
 
 CONNECTIONS = 8
 
@@ -128,7 +128,8 @@ def main() -> None:
     with EnvoyProcess(bootstrap()) as envoy:
         url = f"{envoy.url}/"
         print(f"envoy pid {envoy.proc.pid} --concurrency 1, direct_response, listener {url}")
-        run_load(url, ClosedLoop(CONNECTIONS, 0.5, 100_000), host="order-service")  # warm up both sides
+        warm = run_load(url, ClosedLoop(CONNECTIONS, 0.5, 100_000), host="order-service")  # warm up both sides
+        print(f"engine event loop: {warm.event_loop} (uvloop is used when installed)")
         started = time.monotonic()
         closed_loop(url, args.rounds, args.duration)
         open_loop(url, [1000.0, 5000.0], args.open_duration, args.open_repeats)

@@ -1,1 +1,268 @@
-"""pytest glue for pytest-meshcheck (loaded through the ``pytest11`` entry point ``meshcheck``)."""
+"""pytest glue for pytest-meshcheck (loaded through the ``pytest11`` entry point ``meshcheck``).
+
+The plugin is inert until a test asks for one of its fixtures: at import and configure time it only
+registers options and resolves settings (no Envoy, no cluster, no heavy imports), so ``pytest --help``
+and unrelated test runs pay nothing. Under pytest-xdist every worker builds its own mesh (the ``mesh``
+fixture is session-scoped, and each worker is its own session); the controller alone writes the index.
+
+Fixtures (see ``docs/reference/fixtures.md``):
+
+========================  ========  ============================================================
+``mesh_settings``         session   resolved :class:`~pytest_meshcheck.settings.MeshSettings`
+``mesh``                  session   the running mesh (:class:`~pytest_meshcheck.backend.MeshBackend`)
+``mesh_policies``         function  apply policies for one test; restored afterwards
+``chaos``                 function  destination faults and Istio fault injection; always reverted
+``load``                  function  bounded open/closed-loop load through the caller's sidecar
+``prom``                  function  Prometheus client bound to the test's time window
+``scenario``              function  a resilience claim: checks, evidence, and its HTML report
+========================  ========  ============================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_meshcheck import settings as _settings
+
+if TYPE_CHECKING:
+    from pytest_meshcheck.backend import MeshBackend
+    from pytest_meshcheck.harness.chaos import Chaos
+    from pytest_meshcheck.harness.load import LoadDriver
+    from pytest_meshcheck.harness.policies import MeshPolicies
+    from pytest_meshcheck.harness.scenario import Scenario
+    from pytest_meshcheck.metrics.prom import Prom
+
+SETTINGS_KEY = pytest.StashKey[_settings.MeshSettings]()
+RUN_ID_KEY = pytest.StashKey[str]()
+MESHES_KEY = pytest.StashKey[list[Any]]()
+CALL_REPORT_KEY = pytest.StashKey[pytest.TestReport]()
+CALL_EXC_KEY = pytest.StashKey[BaseException | None]()
+START_KEY = pytest.StashKey[float]()
+OUR_FIXTURES = frozenset({"mesh", "mesh_policies", "chaos", "load", "prom", "scenario"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``--mesh-*`` options and ``mesh_*`` ini keys."""
+    _settings.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Resolve settings (UsageError on bad values), register markers, pick the run id."""
+    settings = _settings.resolve(config)
+    config.stash[SETTINGS_KEY] = settings
+    config.stash[MESHES_KEY] = []
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[RUN_ID_KEY] = (
+        workerinput.get("meshcheck_run_id", "") if workerinput else ""
+    ) or uuid.uuid4().hex[:10]
+    config.addinivalue_line("markers", "meshcheck: test uses pytest-meshcheck fixtures (applied automatically)")
+    if not settings.is_local and not settings.dry_run:
+        from pytest_meshcheck.contexts import check_kube_context
+
+        problem = check_kube_context(settings)
+        if problem:
+            raise pytest.UsageError(f"meshcheck: --mesh-context {settings.context!r}: {problem}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand the run id to every worker, so all records belong to one run."""
+    node.workerinput["meshcheck_run_id"] = node.config.stash[RUN_ID_KEY]
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--mesh-dry-run``: print what a run would create and check, then exit 0."""
+    if not config.getoption("mesh_dry_run", None) or config.option.help:
+        return None
+    settings = _settings.resolve(config)
+    from pytest_meshcheck.contexts import dry_run_plan
+
+    print(dry_run_plan(settings))
+    return 0
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """One header line: context, Istio version, profile, confidence, seed, report directory."""
+    return config.stash[SETTINGS_KEY].header()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a meshcheck fixture, so ``-m "not meshcheck"`` works."""
+    for item in items:
+        if OUR_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("meshcheck")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Keep the call-phase report for the scenario fixture; report setup failures of scenarios."""
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_REPORT_KEY] = report
+        # The exception object itself (kept off the report, which xdist serialises), so the scenario can
+        # tell a failed claim from a broken run.
+        item.stash[CALL_EXC_KEY] = call.excinfo.value if call.excinfo is not None else None
+    elif report.when == "setup" and report.failed and "scenario" in getattr(item, "fixturenames", ()):
+        from pytest_meshcheck.harness.errors import write_setup_error_record
+
+        path = write_setup_error_record(item, call, item.config.stash[SETTINGS_KEY], item.config.stash[RUN_ID_KEY])
+        item.user_properties.append(("meshcheck_report", str(path)))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def mesh_settings(pytestconfig: pytest.Config) -> _settings.MeshSettings:
+    """Resolved meshcheck settings (``--mesh-*`` options, environment, ini)."""
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def mesh(pytestconfig: pytest.Config, mesh_settings: _settings.MeshSettings) -> Iterator[MeshBackend]:
+    """The mesh of the selected context, started once per session (once per xdist worker)."""
+    from pytest_meshcheck.contexts import make_backend
+
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def log(message: str) -> None:
+        if reporter is not None and pytestconfig.get_verbosity() >= 0:
+            reporter.write_line(f"meshcheck: {message}")
+
+    backend = make_backend(mesh_settings, log=log)
+    pytestconfig.stash[MESHES_KEY].append(backend)
+    try:
+        backend.start()
+        backend.wait_for_metrics()
+        yield backend
+    finally:
+        if not mesh_settings.keep:
+            backend.stop()
+        elif reporter is not None:
+            reporter.write_line(f"meshcheck: --mesh-keep: mesh left running: {backend.describe()}")
+
+
+@pytest.fixture
+def mesh_policies(mesh: MeshBackend, mesh_settings: _settings.MeshSettings) -> Iterator[MeshPolicies]:
+    """Apply policies for one test; the mesh's previous policies are restored at teardown."""
+    from pytest_meshcheck.harness.policies import MeshPolicies
+
+    user = None
+    if mesh_settings.policies is not None:
+        from pytest_meshcheck.policy import load_policies
+
+        user = load_policies(mesh_settings.policies)
+    fixture = MeshPolicies(mesh, user)
+    try:
+        yield fixture
+    finally:
+        fixture.restore()
+
+
+@pytest.fixture
+def chaos(mesh: MeshBackend, mesh_policies: MeshPolicies) -> Iterator[Chaos]:
+    """Faults at the destination (``error``, ``latency``, ``reset``) and Istio fault injection (``istio_*``).
+
+    Every fault still active is reverted at teardown, also when the test failed or was interrupted.
+    """
+    from pytest_meshcheck.harness.chaos import Chaos
+
+    fixture = Chaos(mesh, mesh_policies)
+    try:
+        yield fixture
+    finally:
+        fixture.revert_all()
+
+
+@pytest.fixture
+def load(mesh: MeshBackend) -> LoadDriver:
+    """Bounded open- and closed-loop load through the caller's sidecar; one record per request."""
+    from pytest_meshcheck.harness.load import LoadDriver
+
+    return LoadDriver(mesh)
+
+
+@pytest.fixture
+def prom(mesh: MeshBackend, request: pytest.FixtureRequest) -> Prom:
+    """Prometheus client bound to this test's window (start of the test until each query)."""
+    from pytest_meshcheck.metrics.prom import Prom
+
+    return Prom(mesh.prometheus_url, start=time.time(), base_labels=mesh.client_proxy_labels)
+
+
+@pytest.fixture
+def scenario(
+    request: pytest.FixtureRequest,
+    mesh: MeshBackend,
+    mesh_settings: _settings.MeshSettings,
+    mesh_policies: MeshPolicies,
+    chaos: Chaos,
+    load: LoadDriver,
+) -> Iterator[Scenario]:
+    """One resilience claim (the test's docstring): checks, evidence and its report."""
+    from pytest_meshcheck.harness.scenario import Scenario, outcome_of
+
+    doc = inspect.getdoc(getattr(request, "function", None)) or request.node.name
+    title, _, description = doc.partition("\n")
+    sc = Scenario(
+        nodeid=request.node.nodeid,
+        title=title.strip(),
+        description=description.strip(),
+        mesh=mesh,
+        settings=mesh_settings,
+        policies=mesh_policies,
+        chaos=chaos,
+        load=load,
+        report_dir=mesh_settings.report_dir,
+        run_id=request.config.stash[RUN_ID_KEY],
+    )
+    load.listeners.append(sc.on_load)
+    try:
+        yield sc
+    finally:
+        chaos.revert_all()
+        outcome, error, xfail_reason = outcome_of(
+            request.node.stash.get(CALL_REPORT_KEY, None), request.node.stash.get(CALL_EXC_KEY, None)
+        )
+        record = sc.finish(outcome, error=error, xfail_reason=xfail_reason)
+        from pytest_meshcheck.report import junit_properties
+
+        request.node.user_properties.extend(junit_properties(record, mesh_settings.report_dir))
+
+
+# ---------------------------------------------------------------------------------------------- session end
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Safety net (stop meshes a crash left behind); on the controller, write the index."""
+    config = session.config
+    for backend in config.stash.get(MESHES_KEY, []):
+        if not config.stash[SETTINGS_KEY].keep:
+            backend.stop()
+    if getattr(config, "workerinput", None) is not None:
+        return
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or not Path(settings.report_dir).is_dir():
+        return
+    from pytest_meshcheck.harness.session import write_run_index
+
+    write_run_index(config, settings, config.stash[RUN_ID_KEY])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The scenario table and the index path."""
+    from pytest_meshcheck.harness.session import SUMMARY_KEY
+
+    lines = config.stash.get(SUMMARY_KEY, None)
+    if lines:
+        terminalreporter.section("meshcheck")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,4 +1,4 @@
-"""Value types shared by the expectation model: chaos and load inputs, reasons and predictions.
+"""Value types of the expectation model: reasons, the effective policy, chaos and load inputs, predictions.
 
 Every prediction carries ``reasons``: the policy fields (or defaults) it rests on, so a report can show
 *why* a number is expected. ``warnings`` are reasons that make the number less certain, such as a retry
@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pytest_meshcheck.errors import MeshcheckError
+from pytest_meshcheck.istio_version import IstioVersion
+from pytest_meshcheck.topology import ServiceSpec
 
 FaultKind = Literal["error", "latency", "reset", "refused"]
 OverflowLevel = Literal["never", "rare", "always"]
@@ -51,6 +53,134 @@ class Reason:
 def _check_fraction(name: str, value: float, fix: str) -> None:
     if not (isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
         raise MeshcheckError(f"{name}={value!r} is not a fraction between 0 and 1; {fix}")
+
+
+# --- the effective policy (what Envoy enforces), built by pytest_meshcheck.expect.effective ---------------
+
+MAX_UINT32 = 4294967295
+DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes")
+DEFAULT_BACKOFF_BASE = 0.025
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
+ENVOY_MAX_EJECTION_TIME = 300.0
+LbPolicy = Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM", "RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"]
+
+
+@dataclass(frozen=True)
+class EffectiveRetry:
+    """The Envoy ``RetryPolicy`` of the route.
+
+    Attributes:
+        num_retries: Retries after the first attempt; 0 means no retry policy.
+        retry_on: ``retry_on`` tokens, in order.
+        retriable_status_codes: Codes the ``retriable-status-codes`` token retries.
+        per_try_timeout: Seconds, or ``None``; see :func:`~pytest_meshcheck.expect.timeouts.effective_per_try_timeout`.
+        previous_hosts: The ``previous_hosts`` predicate is set, so retries avoid hosts already tried.
+        backoff_base: Base of the jittered exponential back-off, seconds.
+        is_default: No ``retries`` block: Istio's default policy applies.
+    """
+
+    num_retries: int
+    retry_on: tuple[str, ...] = ()
+    retriable_status_codes: tuple[int, ...] = ()
+    per_try_timeout: float | None = None
+    previous_hosts: bool = True
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    is_default: bool = False
+
+    @property
+    def backoff_max(self) -> float:
+        """Envoy caps each back-off at 10 x base when ``max_interval`` is unset (Istio never sets it)."""
+        return 10 * self.backoff_base
+
+
+@dataclass(frozen=True)
+class EffectiveOutlier:
+    """Envoy ``outlier_detection`` of the cluster, with Envoy's defaults filled in.
+
+    Attributes:
+        consecutive_5xx: Threshold of the 5xx detector.
+        enforce_5xx: The 5xx detector ejects (``enforcing_consecutive_5xx`` 100).
+        consecutive_gateway: Threshold of the gateway-failure detector.
+        enforce_gateway: The gateway-failure detector ejects (Envoy's default enforcement is 0).
+        interval: Seconds between sweeps; un-ejection happens only on a sweep.
+        base_ejection_time: Seconds.
+        max_ejection_percent: Percent of hosts that may be ejected at once.
+        max_ejection_time: Cap on one ejection, seconds.
+    """
+
+    consecutive_5xx: int = 5
+    enforce_5xx: bool = True
+    consecutive_gateway: int = 5
+    enforce_gateway: bool = False
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_percent: int = 10
+    max_ejection_time: float = ENVOY_MAX_EJECTION_TIME
+
+
+@dataclass(frozen=True)
+class EffectivePool:
+    """Envoy circuit-breaker thresholds and per-connection limits of the cluster."""
+
+    max_connections: int = MAX_UINT32
+    max_pending_requests: int = MAX_UINT32
+    max_requests: int = MAX_UINT32
+    max_retries: int = MAX_UINT32
+    max_requests_per_connection: int | None = None
+    http2: bool = False
+
+
+@dataclass(frozen=True)
+class EffectiveFault:
+    """The route's client-side fault injection, with Istio's absent-means-0 % rule applied."""
+
+    abort_fraction: float = 0.0
+    abort_status: int | None = None
+    abort_grpc: str | None = None
+    delay_fraction: float = 0.0
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """Everything Envoy enforces on a call to one (service, subset), with the reason for each value.
+
+    Attributes:
+        service: The destination service.
+        subset: The subset the traffic lands on, or ``None`` for the service's default cluster.
+        hosts: Endpoints in the cluster.
+        cluster_exists: ``False`` when the route names a subset no DestinationRule defines (503 ``NC``).
+        retry: The route's retry policy.
+        timeout: Route timeout in seconds, ``None`` when disabled.
+        fault: Client-side fault injection of the route.
+        pool: Circuit-breaker thresholds.
+        outlier: Outlier detection, ``None`` when ``outlierDetection`` is absent.
+        panic_threshold: ``healthy_panic_threshold`` percent.
+        lb: Envoy load-balancing policy.
+        istio: The Istio release modelled.
+        reasons: One :class:`Reason` per concept (``retry.retry_on``, ``outlier.max_ejection_percent``...).
+    """
+
+    service: ServiceSpec
+    subset: str | None
+    hosts: int
+    cluster_exists: bool
+    retry: EffectiveRetry
+    timeout: float | None
+    fault: EffectiveFault
+    pool: EffectivePool
+    outlier: EffectiveOutlier | None
+    panic_threshold: float
+    lb: LbPolicy
+    istio: IstioVersion
+    reasons: dict[str, Reason] = field(default_factory=dict, hash=False, compare=False)
+
+    def reason(self, *keys: str) -> tuple[Reason, ...]:
+        """The reasons recorded under ``keys``, skipping keys with none."""
+        return tuple(self.reasons[k] for k in keys if k in self.reasons)
+
+
+# --- chaos and load inputs ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -266,8 +266,13 @@ def _round_robin(policy: EffectivePolicy, classes: list[_Class], timing: _Timing
     # Long-run share of requests starting at each pointer position, from a uniformly random start
     # (Envoy randomises the first index); the lazy chain converges even when the chain is periodic.
     lazy = (np.eye(n) + moves) / 2
-    for _ in range(60):
-        lazy = lazy @ lazy
+    for _ in range(64):
+        squared = lazy @ lazy
+        squared /= squared.sum(axis=1, keepdims=True)  # rounding would otherwise compound over the squarings
+        converged = np.allclose(squared, lazy, rtol=0.0, atol=1e-15)
+        lazy = squared
+        if converged:
+            break
     share = np.full(n, 1 / n) @ lazy
     total = _Tally({})
     for w, tally in zip(share, per_start, strict=True):

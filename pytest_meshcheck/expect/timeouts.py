@@ -95,7 +95,7 @@ def latency_ceiling(policy: EffectivePolicy) -> float | None:
         bound = (policy.retry.num_retries + 1) * per_try + sum(hi for _, hi in backoff_ranges(policy.retry))
     if policy.timeout is not None:
         bound = policy.timeout if bound is None else min(bound, policy.timeout)
-    return bound
+    return None if bound is None else round(bound, 9)
 
 
 def predict_latency(policy: EffectivePolicy, fault: DestinationFault | None = None) -> LatencyPrediction:
@@ -150,7 +150,7 @@ def predict_latency(policy: EffectivePolicy, fault: DestinationFault | None = No
                 "Envoy jittered back-off",
             )
         )
-    slow: tuple[float, float] | None = (lo.time, hi.time)
+    slow: tuple[float, float] | None = (round(lo.time, 9), round(hi.time, 9))
     if math.isinf(lo.time):
         slow = None
         warnings.append(
@@ -159,6 +159,16 @@ def predict_latency(policy: EffectivePolicy, fault: DestinationFault | None = No
                 "none",
                 "no timeout bounds the request: it waits as long as the destination does",
                 "Istio default timeout 0s",
+            )
+        )
+    if fault is not None and fault.instances is not None and fault.affected(policy.hosts) < policy.hosts:
+        reasons.append(
+            Reason(
+                None,
+                fault.describe(),
+                "the slow path is for requests whose every attempt lands on a slow "
+                "instance; predict_success gives their share",
+                "latency model",
             )
         )
     client = None

@@ -14,10 +14,15 @@ from typing import NamedTuple
 
 from pytest_meshcheck.load.http1 import Http1Connection
 from pytest_meshcheck.load.profile import ClosedLoop, OpenLoop
-from pytest_meshcheck.load.records import CANCELLED, CONNECT, TIMEOUT, LoadRecords
+from pytest_meshcheck.load.records import CANCELLED, CONNECT, RESET, TIMEOUT, LoadRecords
 from pytest_meshcheck.load.request import RequestSpec
 
 _now = time.monotonic  # loop.time() is millisecond-coarse under uvloop; latencies need better
+_Connecting = asyncio.Task[tuple[asyncio.Transport, Http1Connection]]
+_INITIAL_CAPACITY = 65536  # records grow by doubling past this, so a huge max_requests costs nothing up front
+# Shortest open-loop timer: event-loop timers have millisecond resolution, so a shorter wait would only spin
+# the loop; requests due within it are sent together, and their latency still counts from the intended time.
+_MIN_TICK = 0.001
 
 
 class _Run:
@@ -36,15 +41,17 @@ class _Run:
         self.data = spec.encode()
         self.profile = profile
         self.open_loop = isinstance(profile, OpenLoop)
-        capacity = profile.planned_requests if isinstance(profile, OpenLoop) else min(profile.max_requests, 65536)
-        self.records = LoadRecords(capacity, open_loop=self.open_loop, selected_headers=spec.record_headers)
+        planned = profile.planned_requests if isinstance(profile, OpenLoop) else profile.max_requests
+        self.records = LoadRecords(
+            min(planned, _INITIAL_CAPACITY), open_loop=self.open_loop, selected_headers=spec.record_headers
+        )
         self.timeout = timeout
         self.grace = grace
         self.max_connections = profile.max_connections if isinstance(profile, OpenLoop) else profile.concurrency
         self.connections: set[Http1Connection] = set()  # connected or connecting
         self.idle: list[Http1Connection] = []
         self.busy: dict[Http1Connection, int] = {}  # request index by connection
-        self.connecting: dict[asyncio.Future[tuple[asyncio.BaseTransport, Http1Connection]], int] = {}
+        self.connecting: dict[_Connecting, int] = {}
         self.waiting: deque[int] = deque()  # open loop: due requests waiting for a connection
         self.started = 0.0
         self.started_wall = 0.0
@@ -77,9 +84,9 @@ class _Run:
         return min(0.02, self.timeout / 4)
 
     def _check_finished(self) -> None:
-        if not self.issuing and not self.busy and not self.connecting and not self.waiting:
-            if not self.finished.done():
-                self.finished.set_result(None)
+        idle = not (self.issuing or self.busy or self.connecting or self.waiting)
+        if idle and not self.finished.done():
+            self.finished.set_result(None)
 
     # ---------------------------------------------------------------- issuing
     def _tick(self) -> None:
@@ -97,7 +104,7 @@ class _Run:
             self._check_finished()
             return
         due = self.started + records.count * period
-        self.loop.call_at(self.loop.time() + (due - now), self._tick)
+        self.loop.call_later(max(due - now, _MIN_TICK), self._tick)
 
     def _issue(self, i: int, now: float) -> None:
         while self.idle:
@@ -136,7 +143,7 @@ class _Run:
 
     def _connect(self, i: int, now: float) -> None:
         self.records.sent[i] = now - self.started
-        future = asyncio.ensure_future(
+        future = self.loop.create_task(
             self.loop.create_connection(
                 lambda: Http1Connection(self, self.spec.record_headers, self.spec.head_only),
                 self.spec.address,
@@ -146,7 +153,7 @@ class _Run:
         self.connecting[future] = i
         future.add_done_callback(self._connected)
 
-    def _connected(self, future: asyncio.Future[tuple[asyncio.BaseTransport, Http1Connection]]) -> None:
+    def _connected(self, future: _Connecting) -> None:
         i = self.connecting.pop(future, -1)
         if i < 0:  # cancelled by the sweep or the hard stop, already recorded
             if not future.cancelled() and future.exception() is None:
@@ -157,6 +164,10 @@ class _Run:
             self._after(None)
             return
         conn = future.result()[1]
+        if not conn.connected:  # the peer closed it before this callback ran
+            self.records.set_error(i, _now() - self.started, RESET)
+            self._after(None)
+            return
         self.connections.add(conn)
         self.busy[conn] = i
         conn.send(i, self.data)
@@ -267,9 +278,7 @@ class RunOutcome(NamedTuple):
     event_loop: str
 
 
-async def run_in_loop(
-    spec: RequestSpec, profile: OpenLoop | ClosedLoop, *, timeout: float, grace: float
-) -> RunOutcome:
+async def run_in_loop(spec: RequestSpec, profile: OpenLoop | ClosedLoop, *, timeout: float, grace: float) -> RunOutcome:
     """Run one load profile in the running event loop.
 
     Returns:

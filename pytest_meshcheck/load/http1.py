@@ -1,10 +1,11 @@
 """A minimal HTTP/1.1 keep-alive client connection on an asyncio Protocol, one request at a time.
 
 Why hand-written instead of aiohttp: through one Envoy ``--concurrency 1`` with a ``direct_response`` route on
-this 2-core machine, closed loop with 8 connections, ``wrk -t1`` did 42-44k req/s, aiohttp 7-15k (25-35 %),
-and a bare Protocol client 26-47k. The engine must reach 80 % of ``wrk`` (bench/bench_load.py measures it),
-which no general-purpose client did; the per-request cost that matters is futures, tasks and header
-dictionaries, so this client has none: the engine is called back directly when a response completes.
+this 2-core machine, closed loop with 8 connections, ``wrk -t1`` did 35-45k req/s and aiohttp 7-15k (25-35 %
+of it, with or without uvloop), while a bare Protocol client kept up with ``wrk``. The target is 80 % of
+``wrk`` (bench/bench_load.py measures it; this client on uvloop had medians of 0.73-0.92). What a general
+client costs per request is futures, tasks and header dictionaries, so this one has none: the engine is
+called back directly when a response completes.
 
 Scope: the peer is Envoy (or another HTTP/1.1 server we start), requests carry no body, responses are
 framed by ``content-length``, ``transfer-encoding: chunked`` or connection close. Only the headers the
@@ -44,7 +45,7 @@ class ResponseSink(Protocol):
 
 
 def _header(head: bytes, low: bytes, key: bytes) -> bytes | None:
-    """Value of the first header ``key`` (``b"\\r\\nname:"``) in ``head``, or None; ``low`` is ``head.lower()``."""
+    """Value of the first header ``key`` (CRLF, name, colon) in ``head``, or None; ``low`` is ``head.lower()``."""
     pos = low.find(key)
     if pos < 0:
         return None

@@ -86,9 +86,7 @@ class OpenLoop:
     max_requests: int
     max_connections: int = 256
 
-    def __init__(
-        self, rate: float, duration: float | str, max_requests: int, max_connections: int = 256
-    ) -> None:
+    def __init__(self, rate: float, duration: float | str, max_requests: int, max_connections: int = 256) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or rate <= 0:
             raise LoadError(f"OpenLoop.rate: must be a finite number of requests per second > 0, got {rate!r}")
         object.__setattr__(self, "rate", float(rate))

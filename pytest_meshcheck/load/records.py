@@ -177,7 +177,9 @@ class LoadRecords:
     def latency(self) -> npt.NDArray[np.float64]:
         """Latency per request: from the intended time (open loop) or the send time (closed loop)."""
         n = self.count
-        start = self.intended[:n] if self.open_loop else np.where(np.isnan(self.sent[:n]), self.intended[:n], self.sent[:n])
+        start = (
+            self.intended[:n] if self.open_loop else np.where(np.isnan(self.sent[:n]), self.intended[:n], self.sent[:n])
+        )
         result: npt.NDArray[np.float64] = self.done[:n] - start
         return result
 
@@ -193,9 +195,7 @@ class LoadRecords:
         instance = int(self.instance[i])
         attempts = int(self.attempts[i])
         error = int(self.error[i])
-        headers = {
-            h: self.header_values[h][int(codes[i])] for h, codes in self.header_codes.items() if codes[i] >= 0
-        }
+        headers = {h: self.header_values[h][int(codes[i])] for h, codes in self.header_codes.items() if codes[i] >= 0}
         return LoadRecord(
             index=i,
             intended=float(self.intended[i]),

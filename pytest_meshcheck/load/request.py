@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pytest_meshcheck.load.profile import LoadError
 
-_TOKEN_FORBIDDEN = set(" \t\r\n:()<>@,;\\\"/[]?={}")
+_TOKEN_FORBIDDEN = set(' \t\r\n:()<>@,;\\"/[]?={}')
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 

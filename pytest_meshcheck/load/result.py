@@ -121,9 +121,7 @@ class LoadResult:
 
     def attempt_histogram(self) -> dict[int | None, int]:
         """Requests per ``x-envoy-attempt-count``; ``None`` counts those without the header."""
-        return {
-            (k if k >= 0 else None): c for k, c in _histogram(self.records.attempts[: self.count]).items()
-        }
+        return {(k if k >= 0 else None): c for k, c in _histogram(self.records.attempts[: self.count]).items()}
 
     def to_records(self) -> list[LoadRecord]:
         """Every request as a :class:`~pytest_meshcheck.load.records.LoadRecord`, in request order."""

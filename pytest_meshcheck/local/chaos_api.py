@@ -19,9 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from pytest_meshcheck.backend import WorkloadInstance
 from pytest_meshcheck.chaos.destination import DestinationChaos, error_spec, latency_spec, reset_spec
 from pytest_meshcheck.errors import ChaosError, TopologyError
-from pytest_meshcheck.local.mesh import LocalMesh, WorkloadInstance
+from pytest_meshcheck.local.mesh import LocalMesh
 
 _HTTP_TYPE = re.compile(r"^HTTP_(\d{3})$")
 

@@ -31,6 +31,8 @@ CDS_FILE, LDS_FILE = "cds.json", "lds.json"
 def rds_file(route_config: str) -> str:
     """File of one route config: an RDS subscription accepts exactly one resource per response."""
     return f"rds-{route_config}.json"
+
+
 _TYPE = "type.googleapis.com/"
 
 
@@ -53,7 +55,7 @@ def find_envoy(explicit: str | None = None) -> Path:
             )
         return path
     try:
-        import envoy._bin  # type: ignore[import-untyped]
+        import envoy._bin
 
         wheel_bin = Path(envoy._bin.__file__).parent / "envoy"
         if wheel_bin.is_file():
@@ -171,11 +173,13 @@ class ConfigVersions:
             return False
         for name, version in expected.items():
             if name == CDS_FILE:
-                if self.clusters != version:
-                    return False
+                applied = self.clusters
             elif name.startswith("rds-"):
-                if self.routes.get(name.removeprefix("rds-").removesuffix(".json")) != version:
-                    return False
+                applied = self.routes.get(name.removeprefix("rds-").removesuffix(".json"))
+            else:
+                continue
+            if applied != version:
+                return False
         return True
 
 

@@ -14,19 +14,21 @@ do), workloads in parallel, then Envoy once the workloads' ports are known.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError
+from pytest_meshcheck.backend import WorkloadInstance
+from pytest_meshcheck.chaos.destination import DestinationChaos
+from pytest_meshcheck.errors import ChaosError, MeshSetupError, MeshTimeoutError
 from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
 from pytest_meshcheck.local import bootstrap as bs
 from pytest_meshcheck.local.envoy import CDS_FILE, EnvoyAdmin, XdsFiles, find_envoy, rds_file
@@ -43,21 +45,10 @@ from pytest_meshcheck.translate import (
 )
 from pytest_meshcheck.workload import echo as echo_module
 
+if TYPE_CHECKING:
+    from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
+
 READY_MARK = b"MESHCHECK_READY "
-
-
-@dataclass(frozen=True)
-class WorkloadInstance:
-    """One replica of a service: where it serves and where its chaos/admin endpoint is."""
-
-    service: str
-    namespace: str
-    version: str
-    name: str
-    address: str
-    port: int
-    admin_url: str
-    pid: int | None = None
 
 
 def _policy_key(p: Any) -> tuple[str, str, str]:
@@ -77,7 +68,9 @@ def _check_port_free(port: int, what: str, option: str) -> None:
 
 
 class LocalMesh:
-    """A running local mesh. Use as a context manager; :meth:`stop` is idempotent.
+    """A running local mesh (the ``local`` context). Use as a context manager; :meth:`stop` is idempotent.
+
+    It implements :class:`pytest_meshcheck.backend.MeshBackend`, so scenarios run on it unchanged.
 
     Args:
         topology: Services to run; the packaged default (the user's platform) when ``None``.
@@ -89,6 +82,7 @@ class LocalMesh:
         prometheus_bin: Prometheus binary; found on ``PATH`` when ``None``.
         keep: Keep the work directory (configs, logs) after stopping.
         log: Receives progress and clean-up messages (such as leftovers removed).
+        seed: Seeds each workload's chaos randomness (instance ``i`` gets ``seed + i``); random when ``None``.
     """
 
     def __init__(
@@ -103,6 +97,7 @@ class LocalMesh:
         prometheus_bin: str | None = None,
         keep: bool = False,
         log: Callable[[str], None] | None = None,
+        seed: int | None = None,
     ) -> None:
         self.topology = topology or load_topology()
         self.istio_version = (
@@ -127,6 +122,9 @@ class LocalMesh:
         self.ports: dict[str, int] = {}
         self.startup_seconds = 0.0
         self.leftovers_removed: list[str] = []
+        self.context = "local"
+        self.seed = seed
+        self._chaos = DestinationChaos()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -171,7 +169,10 @@ class LocalMesh:
         self._log(f"local mesh ready in {self.startup_seconds:.2f}s ({work_dir})")
 
     def stop(self) -> None:
-        """Stop every process by PID and remove the work directory (unless ``keep``)."""
+        """Revert chaos, stop every process by PID and remove the work directory (unless ``keep``)."""
+        if self.group is not None and self._chaos.active():
+            with contextlib.suppress(ChaosError):
+                self._chaos.clear_all()
         if self.admin is not None:
             self.admin.close()
             self.admin = None
@@ -200,17 +201,19 @@ class LocalMesh:
                         "--namespace", svc.namespace, "--port", "0", "--admin-port", "0",
                         "--parent-pid", str(os.getpid()),
                     ]  # fmt: skip
+                    if self.seed is not None:
+                        argv += ["--seed", str(self.seed + len(pending))]
                     proc = self.group.start(name, argv, stdout_pipe=True)
                     pending.append((svc, version.name, name, proc))
         ready = self._read_ready_lines([p for *_, p in pending], timeout=10.0)
         self._instances = []
-        for svc, version, name, proc in pending:
+        for svc, version_name, name, proc in pending:
             info = ready[proc.pid]
             self._instances.append(
                 WorkloadInstance(
                     service=svc.name,
                     namespace=svc.namespace,
-                    version=version,
+                    version=version_name,
                     name=name,
                     address="127.0.0.1",
                     port=int(info["port"]),
@@ -482,3 +485,75 @@ class LocalMesh:
         if self.prometheus is None:
             raise MeshSetupError("this mesh runs without Prometheus; pass prometheus=True")
         return self.prometheus.wait_scraped(list(self._scrape_targets()), timeout=timeout)
+
+    # ----------------------------------------------------------------- MeshBackend
+
+    @property
+    def chaos(self) -> DestinationChaos:
+        """Controller for faults at the workloads; every fault is reverted by :meth:`stop`."""
+        return self._chaos
+
+    def run_load(
+        self,
+        service: str,
+        profile: OpenLoop | ClosedLoop,
+        *,
+        path: str = "/",
+        headers: Mapping[str, str] | None = None,
+    ) -> LoadResult:
+        """Send load to ``service`` through the sidecar listener (the load generator is the sidecar's app)."""
+        from pytest_meshcheck.load import run_load
+
+        return run_load(self.sidecar_url + path, profile, host=self.host_header(service), headers=headers)
+
+    @property
+    def client_proxy_labels(self) -> dict[str, str]:
+        """Prometheus labels of the sidecar Envoy's scrape target."""
+        return {"meshcheck_target": "envoy"}
+
+    def describe(self) -> dict[str, str]:
+        """Context facts for reports and the session header."""
+        from pytest_meshcheck.local.envoy import envoy_version
+
+        facts = {
+            "context": "local",
+            "istio_version": str(self.istio_version),
+            "envoy_version": envoy_version(find_envoy(self._envoy_bin_opt)),
+            "topology": self.topology.source,
+            "instances": str(len(self._instances)),
+        }
+        if self.admin is not None:
+            facts["envoy_admin"] = self.admin.url
+        if self.prometheus is not None:
+            facts["prometheus"] = self.prometheus.url
+        return facts
+
+    def response_flags(self, service: str, start: float, end: float) -> dict[str, int]:
+        """Envoy response flags (``-``, ``URX``, ``UO``, ``UT``...) of the sidecar's requests to ``service``.
+
+        Read from the JSON access log, which Envoy flushes every 250 ms.
+        """
+        from datetime import datetime
+
+        wait = end + 0.3 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        aliases = set(self.topology.service(service).host_aliases())
+        counts: dict[str, int] = {}
+        try:
+            lines = self.access_log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return counts
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                when = datetime.fromisoformat(entry["start_time"].replace("Z", "+00:00")).timestamp()
+            except (ValueError, KeyError, TypeError):
+                continue
+            if entry.get("listener") != bs.OUTBOUND_LISTENER or not start <= when <= end:
+                continue
+            if str(entry.get("authority", "")).rsplit(":", 1)[0] not in aliases:
+                continue
+            flag = str(entry.get("response_flags") or "-")
+            counts[flag] = counts.get(flag, 0) + 1
+        return counts

@@ -126,7 +126,7 @@ class Prom:
                 promql,
                 start_time=datetime.fromtimestamp(start, UTC),
                 end_time=datetime.fromtimestamp(end, UTC),
-                step=f"{step}s",
+                step=f"{step:g}s",
             )
         except Exception as exc:
             raise PromQueryError(f"Prometheus at {self.url} failed: {exc}", query=promql) from exc
@@ -164,10 +164,11 @@ class Prom:
         """Wait until Prometheus holds a sample of the target taken after unix time ``t``.
 
         A counter read "at the end of the window" is only complete once a scrape happened after the
-        last request; this waits for that scrape rather than sleeping a guessed interval.
+        last request; this waits for that scrape rather than sleeping a guessed interval. Used at the
+        start of a window, the returned time is a baseline that precedes all of the window's traffic.
 
         Returns:
-            Seconds waited.
+            Unix time of that scrape (the oldest among the matching targets).
 
         Raises:
             PromQueryError: No such scrape within ``timeout``.
@@ -180,7 +181,7 @@ class Prom:
             if samples:
                 last = min(s.value for s in samples)
                 if last >= t:
-                    return time.monotonic() - began
+                    return last
             time.sleep(0.2)
         raise PromQueryError(
             f"Prometheus at {self.url} has no scrape of {dict(target_labels)} after t={t:.3f} "

@@ -8,6 +8,7 @@ kinds are skipped with a note in :attr:`PolicySet.skipped`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,16 @@ API_GROUP = "networking.istio.io"
 # v1beta1 and v1 are Go type aliases of v1alpha3 in istio/api, so all three share one schema.
 API_VERSIONS = ("v1alpha3", "v1beta1", "v1")
 POLICY_KINDS = ("VirtualService", "DestinationRule")
+ISTIO_NETWORKING_KINDS = (
+    *POLICY_KINDS,
+    "Gateway",
+    "ServiceEntry",
+    "Sidecar",
+    "WorkloadEntry",
+    "WorkloadGroup",
+    "EnvoyFilter",
+    "ProxyConfig",
+)
 YAML_SUFFIXES = (".yaml", ".yml")
 
 _SKIP_REASONS = {
@@ -152,7 +163,8 @@ class _Accumulator:
         if raw.data is not None:
             policy = self._build(ctx, raw.data, source)
             if policy is not None:
-                ref = SourceRef(source, raw.index, raw.line, dict(raw.field_lines), raw.text)
+                lines = {path: line for path, line in raw.field_lines.items() if path}
+                ref = SourceRef(source, raw.index, raw.line, lines, raw.text)
                 self.policies.append(dataclasses.replace(policy, source=ref))
         self.issues.extend(ctx.issues)
         self.warnings.extend(ctx.warnings)
@@ -176,6 +188,17 @@ class _Accumulator:
         group, _, version = api_version.rpartition("/")
         if kind == "List":
             self._check_list(ctx, data)
+        if api_version == API_GROUP or (group == API_GROUP and kind not in ISTIO_NETWORKING_KINDS):
+            # Kubernetes rejects both ("no matches for kind"), so skipping them would hide a typo.
+            what = "has no version" if api_version == API_GROUP else f"has no kind {kind!r}"
+            close = difflib.get_close_matches(kind, ISTIO_NETWORKING_KINDS, n=1)
+            hint = f"did you mean kind: {close[0]}? " if close and api_version != API_GROUP else ""
+            ctx.error(
+                "apiVersion" if api_version == API_GROUP else "kind",
+                f"{API_GROUP} {what}",
+                f"{hint}use apiVersion: {API_GROUP}/v1 with kind VirtualService or DestinationRule",
+            )
+            return None
         if group != API_GROUP or kind not in POLICY_KINDS:
             if kind in POLICY_KINDS:
                 reason = f"not in API group {API_GROUP}"

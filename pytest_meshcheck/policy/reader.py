@@ -30,6 +30,14 @@ _INT_RANGES: dict[IntKind, tuple[int, int]] = {
     "uint32": (0, 2**32 - 1),
     "uint64": (0, 2**64 - 1),
 }
+_JSON_TYPE_NAMES: dict[schema.JsonType, str] = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "object": "a mapping",
+    "array": "a list",
+}
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _MS = 1_000_000
 
@@ -63,6 +71,14 @@ def parent(path: str) -> str:
     return path[:dot] if dot >= 0 else ""
 
 
+def _text(value: Any) -> str:
+    # str() of an int with more than 4300 digits raises ValueError (CPython's conversion limit).
+    try:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    except ValueError:
+        return "<a number with thousands of digits>"
+
+
 def describe(value: Any) -> str:
     """A user-facing description of a YAML value's type, with the value when it is short."""
     if value is None:
@@ -70,7 +86,7 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int):
-        return f"an integer ({value})"
+        return f"an integer ({_text(value)})"
     if isinstance(value, float):
         return f"a number ({value})"
     if isinstance(value, str):
@@ -173,8 +189,7 @@ class Fields:
         value = self._take(name)
         if value is None or isinstance(value, str):
             return value
-        shown = str(value).lower() if isinstance(value, bool) else str(value)
-        self._type_error(name, value, "a string", f"quote the value: {name}: {json.dumps(shown)}")
+        self._type_error(name, value, "a string", f"quote the value: {name}: {json.dumps(_text(value))}")
         return None
 
     def integer(self, name: str, kind: IntKind = "int32") -> int | None:
@@ -193,7 +208,9 @@ class Fields:
         low, high = _INT_RANGES[kind]
         if not low <= value <= high:
             self.ctx.error(
-                self.at(name), f"{value} is out of range for {kind} ({low}..{high})", f"use a value in {low}..{high}"
+                self.at(name),
+                f"{_text(value)} is out of range for {kind} ({low}..{high})",
+                f"use a value in {low}..{high}",
             )
             return None
         return value
@@ -206,10 +223,14 @@ class Fields:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self._type_error(name, value, "a number", f"set {name} to a number such as 100 or 0.5")
             return None
-        if not math.isfinite(value):
-            self.ctx.error(self.at(name), f"{value} is not a finite number", f"set {name} to a finite number")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            self.ctx.error(self.at(name), f"{_text(value)} is not a finite number", f"set {name} to a finite number")
             return None
-        return float(value)
+        return number
 
     def boolean(self, name: str) -> bool | None:
         """A boolean field."""
@@ -296,11 +317,10 @@ class Fields:
             if isinstance(v, str):
                 out[k] = v
             else:
-                shown = str(v).lower() if isinstance(v, bool) else str(v)
                 self.ctx.error(
                     child(self.at(name), k),
                     f"expected a string, got {describe(v)}",
-                    f"quote the value: {k}: {json.dumps(shown)}",
+                    f"quote the value: {k}: {json.dumps(_text(v))}",
                 )
         return out
 
@@ -366,7 +386,7 @@ class Fields:
                 if value is not None and _json_type(value) != expected:
                     self.ctx.error(
                         path,
-                        f"expected {'a list' if expected == 'array' else 'a ' + expected}, got {describe(value)}",
+                        f"expected {_JSON_TYPE_NAMES[expected]}, got {describe(value)}",
                         f"fix the type of {name} or remove it",
                     )
                 else:

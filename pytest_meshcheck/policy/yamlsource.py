@@ -69,8 +69,11 @@ class _Converter:
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
         if id(node) in self.stack:
-            self.doc.problem(path, "a YAML alias refers to its own ancestor (a recursive structure)",
-                             "replace the alias with a plain value")
+            self.doc.problem(
+                path,
+                "a YAML alias refers to its own ancestor (a recursive structure)",
+                "replace the alias with a plain value",
+            )
             return None
         self.stack.add(id(node))
         try:
@@ -90,8 +93,12 @@ class _Converter:
 
     def _check_tag(self, node: Node, expected: str, path: str) -> None:
         if node.tag != expected:
-            self.doc.problem(path, f"YAML tag {node.tag!r} is not allowed in a Kubernetes resource", "remove the tag",
-                             node.start_mark.line + 1)
+            self.doc.problem(
+                path,
+                f"YAML tag {node.tag!r} is not allowed in a Kubernetes resource",
+                "remove the tag",
+                node.start_mark.line + 1,
+            )
 
     def _scalar(self, node: ScalarNode, path: str) -> Any:
         try:
@@ -116,13 +123,18 @@ class _Converter:
             key = self.convert(key_node, path, depth + 1) if isinstance(key_node, ScalarNode) else key_node
             if not isinstance(key, str):
                 shown = describe(key) if not isinstance(key, Node) else "a mapping or list"
-                self.doc.problem(path, f"a key is {shown}, not a string",
-                                 "quote the key (YAML reads yes/no/on/off and numbers as non-strings)", line)
+                self.doc.problem(
+                    path,
+                    f"a key is {shown}, not a string",
+                    "quote the key (YAML reads yes/no/on/off and numbers as non-strings)",
+                    line,
+                )
                 continue
             p = child(path, key)
             if key in out:
-                self.doc.problem(p, f"duplicate key {key!r}", "remove one of the two; kubectl rejects duplicate keys",
-                                 line)
+                self.doc.problem(
+                    p, f"duplicate key {key!r}", "remove one of the two; kubectl rejects duplicate keys", line
+                )
                 continue
             self.doc.field_lines[p] = line
             out[key] = self.convert(value_node, p, depth + 1)
@@ -142,8 +154,11 @@ def _convert(node: Node, index: int, lines: list[str]) -> RawDocument:
     try:
         doc.data = _Converter(doc).convert(node, "", 0)
     except _TooBig:
-        doc.problem("", f"the document expands to more than {MAX_NODES} YAML nodes (alias bomb?)",
-                    "write the document without deeply nested aliases")
+        doc.problem(
+            "",
+            f"the document expands to more than {MAX_NODES} YAML nodes (alias bomb?)",
+            "write the document without deeply nested aliases",
+        )
     return doc
 
 
@@ -199,7 +214,7 @@ def plain_document(data: Any, index: int) -> RawDocument:
     try:
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip()
     except (yaml.YAMLError, RecursionError, TypeError, ValueError):
-        text = repr(data)
+        text = "<this document cannot be shown as YAML>"
     doc = RawDocument(index, None, 1, text)
     doc.data = _check_plain(data, "", doc, 0, set())
     return doc
@@ -218,7 +233,7 @@ def _check_plain(value: Any, path: str, doc: RawDocument, depth: int, stack: set
         out: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                doc.problem(path, f"key {k!r} is {describe(k)}, not a string", "use string keys")
+                doc.problem(path, f"a key is {describe(k)}, not a string", "use string keys")
                 continue
             out[k] = _check_plain(v, child(path, k), doc, depth + 1, stack)
         return out

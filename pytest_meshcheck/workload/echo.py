@@ -21,8 +21,9 @@ Per request, in this order: chaos reset (TCP RST before any response byte), else
 error (its status), else the query overrides, else 200. Every random draw comes from one ``random.Random``
 seeded by ``--seed``, so a run with the same seed, chaos and traffic order repeats exactly.
 
-Lifetime: prints ``MESHCHECK_READY {"port": P, "admin_port": A, "pid": N}`` once both ports listen; exits 0
-on SIGTERM/SIGINT, and within about 0.25 s after the process named by ``--parent-pid`` is gone.
+Lifetime: prints ``MESHCHECK_READY {"port": P, "admin_port": A, "pid": N}`` once both ports listen; from then
+on it exits 0 on SIGTERM/SIGINT, and within about 0.25 s after the process named by ``--parent-pid`` is gone
+(a SIGTERM during the ~0.1 s start-up ends it by the signal's default action).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import ctypes
 import http
+import ipaddress
 import json
 import math
 import os
@@ -1172,6 +1174,13 @@ async def serve(opts: Options) -> int:
             for sock in sockets:
                 sock.close()
             return 1
+    admin_ip = ipaddress.ip_address(sockets[1].getsockname()[0])
+    if not admin_ip.is_loopback:
+        print(
+            f"echo: warning: the admin API listens on {admin_ip}, not loopback; anyone who reaches it can "
+            "change chaos (use --admin-host 127.0.0.1 and port-forward instead)",
+            file=sys.stderr,
+        )
     server = await loop.create_server(
         lambda: HttpConnection(echo, keep_body=False, registry=connections), sock=sockets[0], backlog=_BACKLOG
     )

@@ -33,7 +33,11 @@ TOPO = parse_topology(
     {
         "namespace": "shop",
         "services": [
-            {"name": "orders", "port": 8084, "versions": [{"name": "v1", "replicas": 3}, {"name": "v2", "replicas": 1}]},
+            {
+                "name": "orders",
+                "port": 8084,
+                "versions": [{"name": "v1", "replicas": 3}, {"name": "v2", "replicas": 1}],
+            },
             {"name": "pay", "versions": [{"name": "v1", "replicas": 2}]},
         ],
     }
@@ -41,8 +45,12 @@ TOPO = parse_topology(
 V1 = "networking.istio.io/v1"
 
 
-def _route(*dests: tuple[str | None, int | None], index: int = 0, retries: HTTPRetry | None = None,
-           match: tuple[HTTPMatchRequest, ...] = ()) -> HTTPRoute:
+def _route(
+    *dests: tuple[str | None, int | None],
+    index: int = 0,
+    retries: HTTPRetry | None = None,
+    match: tuple[HTTPMatchRequest, ...] = (),
+) -> HTTPRoute:
     return HTTPRoute(
         match=match,
         route=tuple(HTTPRouteDestination(Destination("orders", subset=s), weight=w) for s, w in dests),
@@ -67,8 +75,11 @@ SUBSETS = (Subset("v1", {"version": "v1"}), Subset("v2", {"version": "v2"}))
     [
         # istiod retry_test.go examples
         ("gateway-error,retriable-status-codes,503", ("gateway-error", "retriable-status-codes"), (503,)),
-        ("some,fake,5xx,404,conditions,503", ("some", "fake", "5xx", "conditions", "retriable-status-codes"),
-         (404, 503)),
+        (
+            "some,fake,5xx,404,conditions,503",
+            ("some", "fake", "5xx", "conditions", "retriable-status-codes"),
+            (404, 503),
+        ),
         ("5xx,1000", ("5xx", "1000"), ()),  # 1000 is not a known HTTP status
         (" 5xx , reset ,,", ("5xx", "reset"), ()),
     ],
@@ -81,8 +92,10 @@ def test_no_policies_gives_istio_defaults() -> None:
     pol = effective_policy(PolicySet(), TOPO, "orders")
     assert pol.hosts == 4
     assert (pol.retry.num_retries, pol.retry.retry_on, pol.retry.is_default) == (2, DEFAULT_RETRY_ON, True)
-    assert pol.timeout is None and pol.outlier is None
-    assert pol.pool.max_retries == MAX_UINT32 and pol.pool.max_connections == MAX_UINT32
+    assert pol.timeout is None
+    assert pol.outlier is None
+    assert pol.pool.max_retries == MAX_UINT32
+    assert pol.pool.max_connections == MAX_UINT32
     assert pol.lb == "LEAST_REQUEST"
     assert pol.reasons["lb"].effect.startswith("Istio's default since 1.14")
 
@@ -103,8 +116,11 @@ def test_subset_block_replaces_the_whole_top_level_block() -> None:
     assert pol.hosts == 1
     assert pol.pool.max_connections == 1
     assert pol.pool.max_pending_requests == MAX_UINT32  # not inherited from the top-level block
-    assert pol.reasons["pool.max_connections"].field == "spec.subsets[1].trafficPolicy.connectionPool.tcp.maxConnections"
-    assert pol.outlier is not None and pol.outlier.consecutive_5xx == 3  # that block was not overridden
+    assert (
+        pol.reasons["pool.max_connections"].field == "spec.subsets[1].trafficPolicy.connectionPool.tcp.maxConnections"
+    )
+    assert pol.outlier is not None
+    assert pol.outlier.consecutive_5xx == 3
     assert pol.reasons["outlier.consecutive_5xx"].field == "spec.trafficPolicy.outlierDetection.consecutive5xxErrors"
     v1 = effective_policy(ps, TOPO, "orders", subset="v1")
     assert (v1.hosts, v1.pool.max_connections, v1.pool.max_pending_requests) == (3, 10, 5)
@@ -118,7 +134,7 @@ def test_route_destination_decides_the_subset() -> None:
 
 def test_weighted_route_needs_a_subset() -> None:
     ps = PolicySet((_vs(_route(("v1", 90), ("v2", 10))),), (_dr(None, SUBSETS),))
-    with pytest.raises(MeshcheckError, match="splits traffic over v1 \\(90\\), v2 \\(10\\).*pass subset="):
+    with pytest.raises(MeshcheckError, match=r"splits traffic over v1 \(90\), v2 \(10\).*pass subset="):
         effective_policy(ps, TOPO, "orders")
     assert effective_policy(ps, TOPO, "orders", subset="v2").hosts == 1
     with pytest.raises(MeshcheckError, match="subset='v3' is not a destination"):
@@ -198,7 +214,8 @@ def test_retry_ignore_previous_hosts_is_honoured_from_1_26() -> None:
 def test_zero_pool_values_mean_unset() -> None:
     top = TrafficPolicy(connection_pool=ConnectionPool(TCPSettings(max_connections=0), HTTPSettings(max_retries=0)))
     pol = effective_policy(PolicySet((), (_dr(top),)), TOPO, "orders")
-    assert pol.pool.max_connections == MAX_UINT32 and pol.pool.max_retries == MAX_UINT32
+    assert pol.pool.max_connections == MAX_UINT32
+    assert pol.pool.max_retries == MAX_UINT32
     assert "0 means unset" in pol.reasons["pool.max_connections"].effect
 
 
@@ -213,7 +230,9 @@ def test_outlier_defaults_fill_an_empty_block() -> None:
 
 def test_reasons_point_at_the_yaml_line_when_known() -> None:
     src = SourceRef("policies.yaml", 0, 1, {"spec.http[0].retries.attempts": 12})
-    vs = VirtualService("orders", "shop", V1, ("orders",), http=(_route((None, None), retries=HTTPRetry(3)),), source=src)
+    vs = VirtualService(
+        "orders", "shop", V1, ("orders",), http=(_route((None, None), retries=HTTPRetry(3)),), source=src
+    )
     reason = effective_policy(PolicySet((vs,)), TOPO, "orders").reasons["retry.attempts"]
     assert reason.location == "policies.yaml:12"
     assert reason.source == "VirtualService shop/orders"
@@ -233,4 +252,5 @@ def test_route_to_a_service_outside_the_topology_is_a_topology_error() -> None:
 
 def test_default_policy_helper() -> None:
     pol = default_policy(TOPO.service("pay"), hosts=5, istio="1.23")
-    assert pol.hosts == 5 and pol.retry.retriable_status_codes == (503,)
+    assert pol.hosts == 5
+    assert pol.retry.retriable_status_codes == (503,)

@@ -31,8 +31,9 @@ TOPO = parse_topology({"namespace": "shop", "services": [{"name": "svc", "versio
 ALWAYS_500_ON_ONE = DestinationFault("error", 1.0, 500, instances=1)
 
 
-def _policy(od: OutlierDetection | None, *, retries: HTTPRetry | None = None, timeout: float | None = None,
-            istio: str = "1.30") -> EffectivePolicy:
+def _policy(
+    od: OutlierDetection | None, *, retries: HTTPRetry | None = None, timeout: float | None = None, istio: str = "1.30"
+) -> EffectivePolicy:
     drs = (DestinationRule("svc", "shop", "networking.istio.io/v1", "svc", TrafficPolicy(outlier_detection=od)),)
     route = HTTPRoute(route=(HTTPRouteDestination(Destination("svc")),), retries=retries, timeout=timeout)
     vss = (VirtualService("svc", "shop", "networking.istio.io/v1", ("svc",), http=(route,)),)
@@ -41,10 +42,12 @@ def _policy(od: OutlierDetection | None, *, retries: HTTPRetry | None = None, ti
 
 def test_default_max_ejection_percent_ejects_nothing_with_three_hosts() -> None:
     pred = predict_ejection(_policy(OutlierDetection(consecutive_5xx_errors=5)), ALWAYS_500_ON_ONE)
-    assert pred.counts and pred.failures_to_eject == 5
+    assert pred.counts
+    assert pred.failures_to_eject == 5
     assert (pred.max_ejected, pred.ejected, pred.will_eject) == (0, 0, False)
     assert any(r.source == "Envoy default max_ejection_percent 10" for r in pred.reasons)
-    assert pred.warnings and "ejections_overflow" in pred.warnings[0].effect
+    assert pred.warnings
+    assert "ejections_overflow" in pred.warnings[0].effect
 
 
 @pytest.mark.parametrize(("mep", "bad", "ejected"), [(33, 1, 0), (34, 1, 1), (50, 2, 1), (100, 2, 2), (10, 2, 0)])
@@ -81,7 +84,9 @@ def test_every_host_ejected_with_panic_disabled_gives_no_healthy_upstream() -> N
 
 
 def test_deprecated_consecutive_errors_is_ignored_for_envoys_default_of_five() -> None:
-    pred = predict_ejection(_policy(OutlierDetection(consecutive_errors=1, max_ejection_percent=100)), ALWAYS_500_ON_ONE)
+    pred = predict_ejection(
+        _policy(OutlierDetection(consecutive_errors=1, max_ejection_percent=100)), ALWAYS_500_ON_ONE
+    )
     assert pred.failures_to_eject == 5  # not 1
     assert pred.ejected == 1  # and 500 counts, unlike pre-1.7 gateway-only counting
     ignored = next(r for r in pred.reasons if r.field and r.field.endswith("consecutiveErrors"))
@@ -110,12 +115,15 @@ def test_gateway_failures_without_enforcement_are_only_detected() -> None:
     assert any("never enforced" in r.effect for r in pred.reasons)
 
 
-@pytest.mark.parametrize(("fault", "counts"), [
-    (DestinationFault("reset", 1.0, instances=1), True),  # ground truth §3 g
-    (DestinationFault("refused", 1.0, instances=1), True),
-    (DestinationFault("error", 1.0, 404, instances=1), False),
-    (DestinationFault("latency", 1.0, delay=0.5, instances=1), False),  # no timeout: slow but successful
-])
+@pytest.mark.parametrize(
+    ("fault", "counts"),
+    [
+        (DestinationFault("reset", 1.0, instances=1), True),  # ground truth §3 g
+        (DestinationFault("refused", 1.0, instances=1), True),
+        (DestinationFault("error", 1.0, 404, instances=1), False),
+        (DestinationFault("latency", 1.0, delay=0.5, instances=1), False),  # no timeout: slow but successful
+    ],
+)
 def test_which_failures_count(fault: DestinationFault, counts: bool) -> None:
     assert predict_ejection(_policy(OutlierDetection(max_ejection_percent=100)), fault).counts is counts
 
@@ -134,11 +142,14 @@ def test_no_outlier_detection_means_no_ejection() -> None:
     assert any("no instance is ever ejected" in r.effect for r in pred.reasons)
 
 
-@pytest.mark.parametrize(("base", "interval", "expected"), [
-    (2.0, 1.0, [(2, 3), (4, 5), (6, 7)]),  # ground truth §3: base x n, plus up to one interval
-    (200.0, 1.0, [(200, 201), (300, 301), (300, 301)]),  # capped by max_ejection_time 300 s
-    (400.0, 10.0, [(400, 410), (400, 410), (400, 410)]),  # the cap is never below the base
-])
+@pytest.mark.parametrize(
+    ("base", "interval", "expected"),
+    [
+        (2.0, 1.0, [(2, 3), (4, 5), (6, 7)]),  # ground truth §3: base x n, plus up to one interval
+        (200.0, 1.0, [(200, 201), (300, 301), (300, 301)]),  # capped by max_ejection_time 300 s
+        (400.0, 10.0, [(400, 410), (400, 410), (400, 410)]),  # the cap is never below the base
+    ],
+)
 def test_ejection_durations(base: float, interval: float, expected: list[tuple[float, float]]) -> None:
     od = OutlierDetection(interval=interval, base_ejection_time=base, max_ejection_percent=100)
     assert list(predict_ejection(_policy(od), ALWAYS_500_ON_ONE).ejection_durations) == expected

@@ -26,7 +26,8 @@ def test_destination_fault_rejects_bad_values(kwargs: dict[str, object], message
 
 def test_destination_fault_scope_and_description() -> None:
     fault = DestinationFault("error", 0.5, 503, instances=2)
-    assert fault.affected(3) == 2 and fault.affected(1) == 1
+    assert fault.affected(3) == 2
+    assert fault.affected(1) == 1
     assert DestinationFault("reset").affected(4) == 4
     assert fault.describe() == "HTTP 503 on 50 % of requests at 2 instance(s)"
 
@@ -41,10 +42,12 @@ def test_reason_renders_location_source_field_value_and_effect() -> None:
     r = Reason("spec.http[0].timeout", "10s", "bounds the request", "VirtualService ns/vs", "vs.yaml:9")
     assert str(r) == "vs.yaml:9 VirtualService ns/vs spec.http[0].timeout = 10s: bounds the request"
     d = Reason(None, "10 %", "nothing ejected", "Envoy default max_ejection_percent 10")
-    assert d.is_default and str(d) == "Envoy default max_ejection_percent 10 = 10 %: nothing ejected"
+    assert d.is_default
+    assert str(d) == "Envoy default max_ejection_percent 10 = 10 %: nothing ejected"
 
 
 def test_outcome_ok_means_an_upstream_2xx() -> None:
-    assert Outcome(200).ok and not Outcome(503, "URX").ok
+    assert Outcome(200).ok
+    assert not Outcome(503, "URX").ok
     assert not Outcome(200, "FI", "grpc-status UNAVAILABLE").ok
     assert str(Outcome(504, "URX,UT")) == "504 URX,UT"

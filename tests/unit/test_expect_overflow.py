@@ -56,7 +56,9 @@ def test_only_a_connection_limit_queues_instead_of_failing() -> None:
 
 def test_active_request_limit_counts_like_connections_for_http1() -> None:
     # ground truth §4: limits 1 / 1 / max_requests 2 at concurrency 4 still gave 2 ok + 2 x 503 per round
-    pool = ConnectionPool(TCPSettings(max_connections=1), HTTPSettings(http1_max_pending_requests=1, http2_max_requests=2))
+    pool = ConnectionPool(
+        TCPSettings(max_connections=1), HTTPSettings(http1_max_pending_requests=1, http2_max_requests=2)
+    )
     assert pool_capacity(_policy(pool)) == 2
     assert predict_overflow(_policy(pool), Load(4)).level == "always"
 

@@ -34,8 +34,10 @@ def test_consecutive_errors_is_reported_as_ignored(platform: tuple[PolicySet, To
     pol = effective_policy(policies, topo, "order-service")
     pred = predict_ejection(pol, DestinationFault("error", 1.0, 500, instances=1))
     ignored = next(r for r in pred.reasons if r.field == "spec.trafficPolicy.outlierDetection.consecutiveErrors")
-    assert ignored.value == "5" and "ignored by istiod since 1.7" in ignored.effect
-    assert ignored.location is not None and ignored.location.endswith("circuit-breaker.yaml:20")
+    assert ignored.value == "5"
+    assert "ignored by istiod since 1.7" in ignored.effect
+    assert ignored.location is not None
+    assert ignored.location.endswith("circuit-breaker.yaml:20")
     default = next(r for r in pred.reasons if r.source == "Envoy default consecutive_5xx 5")
     assert "any 5xx" in default.effect
     # 500s count; maxEjectionPercent 50 of the 4 order-service instances allows 2 out at once
@@ -58,7 +60,8 @@ def test_readme_retry_claim_of_99_percent_at_30_percent_errors(platform: tuple[P
     assert pred.p_success == pytest.approx(1 - 0.3**4)
     assert pred.lower_bound is None  # Istio's max_retries 4294967295 leaves retries alone
     covered = next(r for r in pred.reasons if "HTTP 500 is retried" in r.effect)
-    assert covered.field == "spec.http[0].retries.retryOn" and "'5xx'" in covered.effect
+    assert covered.field == "spec.http[0].retries.retryOn"
+    assert "'5xx'" in covered.effect
 
 
 def test_readme_latency_scenario_ends_near_8_seconds(platform: tuple[PolicySet, Topology]) -> None:
@@ -67,8 +70,9 @@ def test_readme_latency_scenario_ends_near_8_seconds(platform: tuple[PolicySet, 
     pred = predict_latency(pol, DestinationFault("latency", 1.0, delay=20.0))
     assert pred.slow_range == pytest.approx((8.0, 8.0 + BASE * 7))  # not the README's 10 s
     assert (pred.status, pred.flags) == (504, "URX,UT")
-    inventory = predict_latency(effective_policy(policies, topo, "inventory-service"),
-                                DestinationFault("latency", 1.0, delay=20.0))
+    inventory = predict_latency(
+        effective_policy(policies, topo, "inventory-service"), DestinationFault("latency", 1.0, delay=20.0)
+    )
     assert inventory.slow_range == pytest.approx((8.0, 8.0))  # 4 x 2 s meets the 8 s route timeout
     assert (inventory.flags, inventory.warnings) == ("UT", ())
 
@@ -82,4 +86,5 @@ def test_connection_pool_holds_150_requests(platform: tuple[PolicySet, Topology]
 def test_default_load_balancer_is_least_request_not_round_robin(platform: tuple[PolicySet, Topology]) -> None:
     policies, topo = platform
     reason = effective_policy(policies, topo, "catalog-service").reasons["lb"]
-    assert reason.value == "LEAST_REQUEST" and "not round robin" in reason.effect
+    assert reason.value == "LEAST_REQUEST"
+    assert "not round robin" in reason.effect

@@ -255,6 +255,16 @@ def test_round_robin_at_concurrency_one_walks_the_hosts_in_order(bad: int, attem
     assert pred.p_success == pytest.approx(expected)
 
 
+def test_round_robin_pointer_chain_with_a_flaky_host() -> None:
+    # Host 0 fails half its requests, one retry. Pointer moves: from 0 -> 1 (success) or -> 2 (retry on 1);
+    # from 1 -> 2; from 2 -> 0. Stationary shares (0.4, 0.2, 0.4); only starts at 0 make a 2nd attempt half
+    # the time, so mean attempts = 1 + 0.4 x 0.5 = 1.2, and every request succeeds.
+    pol = _policy(HTTPRetry(1, retry_on="5xx"), traffic=_lb("ROUND_ROBIN"))
+    pred = predict_success(pol, DestinationFault("error", 0.5, 503, instances=1), Load(concurrency=1))
+    assert pred.outcomes == {Outcome(200): pytest.approx(1.0)}
+    assert pred.mean_attempts == pytest.approx(1.2)
+
+
 def test_round_robin_under_concurrency_is_modelled_as_random_with_a_warning() -> None:
     pol = _policy(HTTPRetry(1, retry_on="5xx"), traffic=_lb("ROUND_ROBIN"))
     pred = predict_success(pol, DestinationFault("error", 1.0, 503, instances=1), Load(concurrency=4))
@@ -279,7 +289,8 @@ def test_concurrency_above_max_retries_is_flagged_with_a_floor() -> None:
     pol = _policy(HTTPRetry(2, retry_on="5xx"), traffic=traffic)
     fault = DestinationFault("error", 0.5, 503)
     safe = predict_success(pol, fault, Load(concurrency=2))
-    assert safe.warnings == () and safe.lower_bound is None
+    assert safe.warnings == ()
+    assert safe.lower_bound is None
     risky = predict_success(pol, fault, Load(concurrency=3))
     assert risky.p_success == pytest.approx(0.875)
     assert risky.lower_bound == pytest.approx(0.5)
@@ -288,7 +299,8 @@ def test_concurrency_above_max_retries_is_flagged_with_a_floor() -> None:
 
 def test_istio_default_retry_breaker_is_not_a_risk_but_envoy_default_is_mentioned() -> None:
     pred = predict_success(_policy(HTTPRetry(2, retry_on="5xx")), DestinationFault("error", 0.5, 503), Load(8))
-    assert pred.lower_bound is None and pred.warnings == ()
+    assert pred.lower_bound is None
+    assert pred.warnings == ()
     assert any(r.source == "Envoy default max_retries 3" for r in pred.reasons)
 
 

@@ -74,7 +74,8 @@ def test_per_try_timeout_at_or_above_the_route_timeout_is_ignored() -> None:
     pol = _policy(HTTPRetry(2, 1.0, "5xx"), 1.0)
     per_try, reason = effective_per_try_timeout(pol)
     assert per_try is None
-    assert reason is not None and reason.field == "spec.http[0].retries.perTryTimeout"
+    assert reason is not None
+    assert reason.field == "spec.http[0].retries.perTryTimeout"
     pred = predict_latency(pol, SLOW)
     assert (pred.per_try_timeout, pred.flags, pred.slow_range) == (None, "UT", (1.0, 1.0))
     assert reason in pred.reasons
@@ -108,7 +109,9 @@ def test_readme_order_service_times_out_after_about_8_seconds_not_10() -> None:
 
 def test_no_timeouts_means_no_ceiling() -> None:
     pred = predict_latency(_policy(None, None))
-    assert pred.ceiling is None and pred.slow_range is None and pred.route_timeout is None
+    assert pred.ceiling is None
+    assert pred.slow_range is None
+    assert pred.route_timeout is None
     assert any("no timeout bounds" in w.effect for w in pred.warnings)
 
 
@@ -135,7 +138,8 @@ def test_random_backoff_deciding_the_flag_is_a_warning() -> None:
     # 3 x 0.3 = 0.9 s of per-try timeouts: with back-offs of up to 75 ms the route timeout of 0.95 s
     # fires first on some requests only
     pred = predict_latency(_policy(HTTPRetry(2, 0.3, "5xx"), 0.95), SLOW)
-    assert pred.warnings and "random back-off" in pred.warnings[0].effect
+    assert pred.warnings
+    assert "random back-off" in pred.warnings[0].effect
     assert pred.slow_range == pytest.approx((0.9, 0.95))
 
 

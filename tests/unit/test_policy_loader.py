@@ -10,9 +10,8 @@ import yaml
 
 from pytest_meshcheck.errors import PolicyError
 from pytest_meshcheck.policy import (
-    DestinationRule,
+    Policy,
     PolicySet,
-    VirtualService,
     load_policies,
     load_policy_text,
     parse_policy_documents,
@@ -59,7 +58,9 @@ def test_user_circuit_breaker_loads_with_consecutive_errors_warning() -> None:
     assert dr.api_version == "networking.istio.io/v1beta1"
     assert dr.traffic_policy is not None
     pool, outlier = dr.traffic_policy.connection_pool, dr.traffic_policy.outlier_detection
-    assert pool is not None and pool.tcp is not None and pool.http is not None
+    assert pool is not None
+    assert pool.tcp is not None
+    assert pool.http is not None
     assert pool.tcp.max_connections == 100
     assert (pool.http.http1_max_pending_requests, pool.http.http2_max_requests) == (50, 100)
     assert pool.http.max_requests_per_connection == 2
@@ -71,8 +72,14 @@ def test_user_circuit_breaker_loads_with_consecutive_errors_warning() -> None:
     (warning,) = policies.warnings
     assert warning.path == "spec.trafficPolicy.outlierDetection.consecutiveErrors"
     assert warning.file.endswith("circuit-breaker.yaml")
-    for fact in ("ignored by istiod since Istio 1.7", "consecutive_5xx=5", "including 500", "consecutive5xxErrors",
-                 "consecutiveGatewayErrors", "line 19"):
+    for fact in (
+        "ignored by istiod since Istio 1.7",
+        "consecutive_5xx=5",
+        "including 500",
+        "consecutive5xxErrors",
+        "consecutiveGatewayErrors",
+        "line 19",
+    ):
         assert fact in warning.message
 
 
@@ -117,7 +124,8 @@ def test_every_modelled_field_is_read() -> None:
     assert vs.gateways == ("mesh",)
     assert (canary.name, canary.index, default.index) == ("canary", 0, 1)
     (match,) = canary.match
-    assert match.name == "canary-header" and match.ignore_uri_case is True
+    assert match.name == "canary-header"
+    assert match.ignore_uri_case is True
     assert (match.uri.kind, match.uri.value) == ("prefix", "/api/orders")  # type: ignore[union-attr]
     assert (match.method.kind, match.method.value) == ("exact", "GET")  # type: ignore[union-attr]
     assert match.headers["x-version"].value == "v2"
@@ -127,16 +135,21 @@ def test_every_modelled_field_is_read() -> None:
     assert r is not None
     assert (r.attempts, r.per_try_timeout, r.retry_on, r.backoff) == (2, 0.5, "gateway-error,reset,503", 0.05)
     assert (r.retry_remote_localities, r.retry_ignore_previous_hosts) == (False, True)
-    assert canary.fault is not None and canary.fault.delay is not None and canary.fault.abort is not None
+    assert canary.fault is not None
+    assert canary.fault.delay is not None
+    assert canary.fault.abort is not None
     assert (canary.fault.delay.fixed_delay, canary.fault.delay.percentage) == (0.1, 10.5)
     assert (canary.fault.abort.http_status, canary.fault.abort.percentage) == (503, 0.5)
     assert [d.weight for d in default.route] == [90, 10]
     assert default.timeout == 90.0
 
     tp = dr.traffic_policy
-    assert tp is not None and tp.connection_pool is not None and tp.load_balancer is not None
+    assert tp is not None
+    assert tp.connection_pool is not None
+    assert tp.load_balancer is not None
     tcp, http = tp.connection_pool.tcp, tp.connection_pool.http
-    assert tcp is not None and http is not None
+    assert tcp is not None
+    assert http is not None
     assert (tcp.connect_timeout, tcp.max_connection_duration, tcp.idle_timeout) == (0.25, 3600.0, 300.0)
     assert (tcp.tcp_keepalive_time, tcp.tcp_keepalive_interval, tcp.tcp_keepalive_probes) == (7200.0, 75.0, 9)
     assert (http.max_retries, http.idle_timeout, http.h2_upgrade_policy) == (3, 30.0, "DO_NOT_UPGRADE")
@@ -148,7 +161,8 @@ def test_every_modelled_field_is_read() -> None:
     assert (tp.load_balancer.simple, tp.load_balancer.warmup_duration) == ("ROUND_ROBIN", 10.0)
     v1, v2 = dr.subsets
     assert (v1.name, v1.labels, v1.traffic_policy) == ("v1", {"version": "v1"}, None)
-    assert v2.traffic_policy is not None and v2.traffic_policy.load_balancer is not None
+    assert v2.traffic_policy is not None
+    assert v2.traffic_policy.load_balancer is not None
     ch = v2.traffic_policy.load_balancer.consistent_hash
     assert ch is not None
     assert (ch.http_cookie_name, ch.http_cookie_path, ch.http_cookie_ttl, ch.minimum_ring_size) == (
@@ -215,7 +229,8 @@ def test_policy_kind_in_another_api_group_is_skipped() -> None:
 def test_envoy_filter_skip_note_warns_about_patches() -> None:
     text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec: {}\n"
     (note,) = load_policy_text(text).skipped
-    assert "EnvoyFilter" in note and "patch retries" in note
+    assert "EnvoyFilter" in note
+    assert "patch retries" in note
 
 
 def test_empty_text_gives_an_empty_set() -> None:
@@ -234,9 +249,11 @@ def test_parse_policy_documents_accepts_parsed_data() -> None:
 def test_parse_policy_documents_reports_non_string_keys() -> None:
     doc = yaml.safe_load(vs_text())
     doc["spec"][1] = "x"
-    err = pytest.raises(PolicyError, parse_policy_documents, [doc]).value
-    (issue,) = err.issues
-    assert issue.path == "spec" and "not a string" in issue.message
+    with pytest.raises(PolicyError) as err:
+        parse_policy_documents([doc])
+    (issue,) = err.value.issues
+    assert issue.path == "spec"
+    assert "not a string" in issue.message
 
 
 # --- collecting every problem ----------------------------------------------------------------------------
@@ -284,7 +301,8 @@ def test_empty_directory_and_unreadable_file_are_errors(tmp_path: Path) -> None:
 
 def test_not_a_mapping_document() -> None:
     (issue,) = load_error("- just\n- a list\n").issues
-    assert issue.path == "(document)" and "must be a mapping" in issue.message
+    assert issue.path == "(document)"
+    assert "must be a mapping" in issue.message
 
 
 @pytest.mark.parametrize(
@@ -298,6 +316,12 @@ def test_not_a_mapping_document() -> None:
         (vs_text("a_b"), "metadata.name", "not a valid Kubernetes name"),
         (vs_text().replace("namespace: platform-core", "namespace: platform.core"), "metadata.namespace", "RFC 1123"),
         (vs_text().replace("spec:\n", "specs:\n"), "specs", "unknown field"),
+        (
+            vs_text().replace("kind: VirtualService", "kind: Virtualservice"),
+            "kind",
+            "did you mean kind: VirtualService?",
+        ),
+        (vs_text().replace("networking.istio.io/v1", "networking.istio.io"), "apiVersion", "has no version"),
         (vs_text().replace("metadata:\n", "metadata:\n  lables: {a: b}\n"), "metadata.lables", "did you mean 'labels'"),
         (vs_text().replace("metadata:\n", "metadata:\n  labels: {a: 1}\n"), "metadata.labels.a", "expected a string"),
     ],
@@ -314,13 +338,15 @@ def test_status_and_standard_metadata_are_accepted() -> None:
 
 def test_missing_spec() -> None:
     (issue,) = load_error("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\n").issues
-    assert issue.path == "spec" and "required" in issue.message
+    assert issue.path == "spec"
+    assert "required" in issue.message
 
 
 def test_policy_inside_a_list_is_an_error() -> None:
     text = "apiVersion: v1\nkind: List\nitems:\n- " + vs_text().replace("\n", "\n  ")
     (issue,) = load_error(text).issues
-    assert issue.path == "items[0]" and "inside a List" in issue.message
+    assert issue.path == "items[0]"
+    assert "inside a List" in issue.message
 
 
 def test_duplicate_resource_is_an_error_and_duplicate_host_a_warning() -> None:
@@ -330,7 +356,8 @@ def test_duplicate_resource_is_an_error_and_duplicate_host_a_warning() -> None:
     assert "duplicate VirtualService platform-core/same" in issue.message
     policies = load_policy_text(vs_text("one") + "---\n" + vs_text("two"))
     (warning,) = policies.warnings
-    assert warning.document == 1 and "another VirtualService for host order-service" in warning.message
+    assert warning.document == 1
+    assert "another VirtualService for host order-service" in warning.message
 
 
 # --- YAML-level checks -----------------------------------------------------------------------------------
@@ -345,7 +372,9 @@ def test_duplicate_yaml_key_is_an_error() -> None:
 def test_non_string_yaml_key_is_an_error_with_a_quoting_fix() -> None:
     text = vs_text().replace("metadata:\n", "metadata:\n  labels:\n    on: x\n")
     (issue,) = load_error(text).issues
-    assert issue.path == "metadata.labels" and "a boolean" in issue.message and "quote the key" in issue.fix
+    assert issue.path == "metadata.labels"
+    assert "a boolean" in issue.message
+    assert "quote the key" in issue.fix
 
 
 def test_merge_keys_are_resolved() -> None:
@@ -356,7 +385,8 @@ def test_merge_keys_are_resolved() -> None:
     )
     (dr,) = load_policy_text(text).destination_rules
     od = dr.traffic_policy.outlier_detection  # type: ignore[union-attr]
-    assert od is not None and (od.interval, od.consecutive_5xx_errors) == (1.0, 2)
+    assert od is not None
+    assert (od.interval, od.consecutive_5xx_errors) == (1.0, 2)
 
 
 def test_recursive_alias_is_an_error_not_a_hang() -> None:
@@ -379,11 +409,14 @@ def test_explicit_tags_are_refused() -> None:
 
 
 def test_null_field_warns_and_counts_as_absent() -> None:
-    text = vs_text().replace("    - destination: {host: order-service}\n", "    - destination: {host: order-service}\n    timeout:\n")
+    text = vs_text().replace(
+        "    - destination: {host: order-service}\n", "    - destination: {host: order-service}\n    timeout:\n"
+    )
     policies = load_policy_text(text)
     assert policies.virtual_services[0].http[0].timeout is None
     (warning,) = policies.warnings
-    assert warning.path == "spec.http[0].timeout" and "null" in warning.message
+    assert warning.path == "spec.http[0].timeout"
+    assert "null" in warning.message
 
 
 # --- Istio's own samples ---------------------------------------------------------------------------------
@@ -392,10 +425,14 @@ def test_null_field_warns_and_counts_as_absent() -> None:
 def _sample_files() -> list[Path]:
     if not SAMPLES.is_dir():
         return []
-    return sorted(p for p in SAMPLES.glob("*.yaml") if any(
-        isinstance(d, dict) and d.get("kind") in ("VirtualService", "DestinationRule")
-        for d in yaml.safe_load_all(p.read_text())
-    ))
+    return sorted(
+        p
+        for p in SAMPLES.glob("*.yaml")
+        if any(
+            isinstance(d, dict) and d.get("kind") in ("VirtualService", "DestinationRule")
+            for d in yaml.safe_load_all(p.read_text())
+        )
+    )
 
 
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"Istio samples not present at {SAMPLES}")
@@ -407,19 +444,17 @@ def test_istio_samples_pass(sample: Path, tmp_path: Path) -> None:
     shutil.copyfile(sample, copy)
     policies = load_policies(copy)
     expected = [d["kind"] for d in yaml.safe_load_all(sample.read_text()) if d]
-    assert [p.kind for p in (*policies.virtual_services, *policies.destination_rules)] == sorted(
-        expected, key=lambda k: k != "VirtualService"
-    )
-    for policy in (*policies.virtual_services, *policies.destination_rules):
-        assert isinstance(policy, VirtualService | DestinationRule)
-        assert policy.source.file == str(copy)
+    loaded: list[Policy] = [*policies.virtual_services, *policies.destination_rules]
+    assert [p.kind for p in loaded] == sorted(expected, key=lambda k: k != "VirtualService")
+    assert {p.source.file for p in loaded} == {str(copy)}
 
 
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"Istio samples not present at {SAMPLES}")
 def test_istio_sample_semantics() -> None:
     delay = load_policies(SAMPLES / "bookinfo-virtual-service-ratings-test-delay.yaml").virtual_services[0]
     fault = delay.http[0].fault
-    assert fault is not None and fault.delay is not None
+    assert fault is not None
+    assert fault.delay is not None
     assert (fault.delay.fixed_delay, fault.delay.percentage) == (7.0, 100.0)
     assert delay.http[0].match[0].headers["end-user"].value == "jason"
     shift = load_policies(SAMPLES / "bookinfo-virtual-service-reviews-80-20.yaml").virtual_services[0]

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from pytest_meshcheck.errors import PolicyError, PolicyIssue
-from pytest_meshcheck.policy import PolicySet, PolicyWarning, load_policy_text
-from pytest_meshcheck.policy import schema
+from pytest_meshcheck.policy import PolicySet, PolicyWarning, load_policy_text, parse_policy_documents, schema
 
 CRD = Path("/work/shared/reference/istio/crd-all.gen.1.30.3.yaml")
 DEST = {"destination": {"host": "order-service"}}
@@ -154,14 +153,43 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "attempts bool": (retries(attempts=True), f"{RETRY}.attempts", "expected an integer, got a boolean"),
     "attempts int32 overflow": (retries(attempts=2**31), f"{RETRY}.attempts", "out of range for int32"),
     "timeout number": (vs({"timeout": 10}), f"{R0}.timeout", "expected a duration string"),
-    "host number": (vs({"route": [{"destination": {"host": 123}}]}), f"{R0}.route[0].destination.host", "expected a string"),
+    "host number": (
+        vs({"route": [{"destination": {"host": 123}}]}),
+        f"{R0}.route[0].destination.host",
+        "expected a string",
+    ),
     "hosts string": (vs(hosts="order-service"), "spec.hosts", "expected a list of strings"),
     "http mapping": (vs(http={"route": []}), "spec.http", "expected a list of HTTPRoute"),
-    "label value int": (dr(subsets=[{"name": "v1", "labels": {"version": 1}}]), "spec.subsets[0].labels.version", 'quote the value: version: "1"'),
-    "ignoreUriCase string": (vs({"match": [{"ignoreUriCase": "yes"}]}), f"{R0}.match[0].ignoreUriCase", "expected a boolean"),
-    "percentage string": (fault(abort={"httpStatus": 503, "percentage": {"value": "50"}}), f"{R0}.fault.abort.percentage.value", "expected a number"),
-    "percentage nan": (fault(abort={"httpStatus": 503, "percentage": {"value": float("nan")}}), f"{R0}.fault.abort.percentage.value", "not a finite number"),
-    "route element null": (vs({"route": [DEST, None]}), f"{R0}.route[1]", "expected a mapping (HTTPRouteDestination), got null"),
+    "label value int": (
+        dr(subsets=[{"name": "v1", "labels": {"version": 1}}]),
+        "spec.subsets[0].labels.version",
+        'quote the value: version: "1"',
+    ),
+    "ignoreUriCase string": (
+        vs({"match": [{"ignoreUriCase": "yes"}]}),
+        f"{R0}.match[0].ignoreUriCase",
+        "expected a boolean",
+    ),
+    "percentage string": (
+        fault(abort={"httpStatus": 503, "percentage": {"value": "50"}}),
+        f"{R0}.fault.abort.percentage.value",
+        "expected a number",
+    ),
+    "percentage huge": (
+        fault(abort={"httpStatus": 503, "percentage": {"value": 10**400}}),
+        f"{R0}.fault.abort.percentage.value",
+        "not a finite number",
+    ),
+    "percentage nan": (
+        fault(abort={"httpStatus": 503, "percentage": {"value": float("nan")}}),
+        f"{R0}.fault.abort.percentage.value",
+        "not a finite number",
+    ),
+    "route element null": (
+        vs({"route": [DEST, None]}),
+        f"{R0}.route[1]",
+        "expected a mapping (HTTPRouteDestination), got null",
+    ),
     "enum": (lb(simple="FASTEST"), f"{LB}.simple", "'FASTEST' is not one of"),
     "h2 enum": (pool(http={"h2UpgradePolicy": "yes"}), f"{TP}.connectionPool.http.h2UpgradePolicy", "is not one of"),
     # durations
@@ -171,47 +199,143 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "duration sub-ms": (vs({"timeout": "1.0005s"}), f"{R0}.timeout", "finer than a millisecond"),
     "timeout 0s": (vs({"timeout": "0s"}), f"{R0}.timeout", "below 1ms"),
     "negative duration": (outlier(interval="-1s"), f"{OD}.interval", "below 1ms"),
-    "cookie ttl negative": (lb(consistentHash={"httpCookie": {"name": "c", "ttl": "-1s"}}), f"{LB}.consistentHash.httpCookie.ttl", "negative"),
+    "cookie ttl negative": (
+        lb(consistentHash={"httpCookie": {"name": "c", "ttl": "-1s"}}),
+        f"{LB}.consistentHash.httpCookie.ttl",
+        "negative",
+    ),
     # negatives and zeros
     "attempts negative": (retries(attempts=-1), f"{RETRY}.attempts", "cannot be negative"),
     "weight negative": (vs({"route": [{**DEST, "weight": -1}]}), f"{R0}.route[0].weight", "weight -1 < 0"),
-    "max connections negative": (pool(tcp={"maxConnections": -1}), f"{TP}.connectionPool.tcp.maxConnections", "non-negative"),
-    "pending negative": (pool(http={"http1MaxPendingRequests": -5}), f"{TP}.connectionPool.http.http1MaxPendingRequests", "non-negative"),
+    "max connections negative": (
+        pool(tcp={"maxConnections": -1}),
+        f"{TP}.connectionPool.tcp.maxConnections",
+        "non-negative",
+    ),
+    "pending negative": (
+        pool(http={"http1MaxPendingRequests": -5}),
+        f"{TP}.connectionPool.http.http1MaxPendingRequests",
+        "non-negative",
+    ),
     "max retries negative": (pool(http={"maxRetries": -1}), f"{TP}.connectionPool.http.maxRetries", "non-negative"),
-    "attempts 0 + perTryTimeout": (retries(attempts=0, perTryTimeout="1s"), f"{RETRY}.attempts", "attempts are set to 0"),
+    "attempts 0 + perTryTimeout": (
+        retries(attempts=0, perTryTimeout="1s"),
+        f"{RETRY}.attempts",
+        "attempts are set to 0",
+    ),
     "attempts 0 + retryOn": (retries(attempts=0, retryOn="5xx"), f"{RETRY}.attempts", "attempts are set to 0"),
-    "attempts 0 + remote false": (retries(attempts=0, retryRemoteLocalities=False), f"{RETRY}.attempts", "attempts are set to 0"),
-    "attempts unset + perTryTimeout": (retries(perTryTimeout="5s"), f"{RETRY}.attempts", "attempts is not set, so it is 0"),
-    "port 0": (vs({"route": [{"destination": {"host": "a", "port": {"number": 0}}}]}), f"{R0}.route[0].destination.port.number", "1..65535"),
-    "port 70000": (vs({"route": [{"destination": {"host": "a", "port": {"number": 70000}}}]}), f"{R0}.route[0].destination.port.number", "1..65535"),
+    "attempts 0 + remote false": (
+        retries(attempts=0, retryRemoteLocalities=False),
+        f"{RETRY}.attempts",
+        "attempts are set to 0",
+    ),
+    "attempts unset + perTryTimeout": (
+        retries(perTryTimeout="5s"),
+        f"{RETRY}.attempts",
+        "attempts is not set, so it is 0",
+    ),
+    "port 0": (
+        vs({"route": [{"destination": {"host": "a", "port": {"number": 0}}}]}),
+        f"{R0}.route[0].destination.port.number",
+        "1..65535",
+    ),
+    "port 70000": (
+        vs({"route": [{"destination": {"host": "a", "port": {"number": 70000}}}]}),
+        f"{R0}.route[0].destination.port.number",
+        "1..65535",
+    ),
     # retryOn
-    "retryOn space": (retries(attempts=1, retryOn="5xx, reset"), f"{RETRY}.retryOn", "' reset' (istiod splits on ',' without trimming"),
-    "retryOn trailing comma": (retries(attempts=1, retryOn="5xx,"), f"{RETRY}.retryOn", "'' is not a valid retryOn policy"),
+    "retryOn space": (
+        retries(attempts=1, retryOn="5xx, reset"),
+        f"{RETRY}.retryOn",
+        "' reset' (istiod splits on ',' without trimming",
+    ),
+    "retryOn trailing comma": (
+        retries(attempts=1, retryOn="5xx,"),
+        f"{RETRY}.retryOn",
+        "'' is not a valid retryOn policy",
+    ),
     "retryOn unknown": (retries(attempts=1, retryOn="5xx,timeout"), f"{RETRY}.retryOn", "'timeout' is not a valid"),
     "retryOn unknown code": (retries(attempts=1, retryOn="999"), f"{RETRY}.retryOn", "'999' is not a valid"),
     "retryOn 306": (retries(attempts=1, retryOn="306"), f"{RETRY}.retryOn", "'306' is not a valid"),
     # weights
-    "total weight 0": (vs({"route": [{**DEST, "weight": 0}, {**DEST, "weight": 0}]}), f"{R0}.route", "total destination weight = 0"),
+    "total weight 0": (
+        vs({"route": [{**DEST, "weight": 0}, {**DEST, "weight": 0}]}),
+        f"{R0}.route",
+        "total destination weight = 0",
+    ),
     "two unweighted": (vs({"route": [DEST, DEST]}), f"{R0}.route", "total destination weight = 0"),
     # percentages
-    "delay percentage > 100": (fault(delay={"fixedDelay": "1s", "percentage": {"value": 100.5}}), f"{R0}.fault.delay.percentage.value", "0.0001..100"),
-    "abort percentage < 0": (fault(abort={"httpStatus": 503, "percentage": {"value": -1}}), f"{R0}.fault.abort.percentage.value", "0.0001..100"),
-    "percentage too small": (fault(abort={"httpStatus": 503, "percentage": {"value": 0.00001}}), f"{R0}.fault.abort.percentage.value", "0.0001..100"),
-    "delay percent 101": (fault(delay={"fixedDelay": "1s", "percent": 101}), f"{R0}.fault.delay.percent", "not in range 0..100"),
+    "delay percentage > 100": (
+        fault(delay={"fixedDelay": "1s", "percentage": {"value": 100.5}}),
+        f"{R0}.fault.delay.percentage.value",
+        "0.0001..100",
+    ),
+    "abort percentage < 0": (
+        fault(abort={"httpStatus": 503, "percentage": {"value": -1}}),
+        f"{R0}.fault.abort.percentage.value",
+        "0.0001..100",
+    ),
+    "percentage too small": (
+        fault(abort={"httpStatus": 503, "percentage": {"value": 0.00001}}),
+        f"{R0}.fault.abort.percentage.value",
+        "0.0001..100",
+    ),
+    "delay percent 101": (
+        fault(delay={"fixedDelay": "1s", "percent": 101}),
+        f"{R0}.fault.delay.percent",
+        "not in range 0..100",
+    ),
     "maxEjectionPercent 101": (outlier(maxEjectionPercent=101), f"{OD}.maxEjectionPercent", "not in range 0..100"),
     "maxEjectionPercent -1": (outlier(maxEjectionPercent=-1), f"{OD}.maxEjectionPercent", "not in range 0..100"),
     "minHealthPercent 101": (outlier(minHealthPercent=101), f"{OD}.minHealthPercent", "not in range 0..100"),
     # fault
-    "abort 199": (fault(abort={"httpStatus": 199, "percentage": {"value": 1}}), f"{R0}.fault.abort.httpStatus", "200-599"),
-    "abort 600": (fault(abort={"httpStatus": 600, "percentage": {"value": 1}}), f"{R0}.fault.abort.httpStatus", "200-599"),
-    "exponentialDelay": (fault(delay={"exponentialDelay": "1s", "percentage": {"value": 1}}), f"{R0}.fault.delay.exponentialDelay", "rejected by Istio"),
-    "http2Error": (fault(abort={"http2Error": "x", "percentage": {"value": 1}}), f"{R0}.fault.abort.http2Error", "Istio rejects http2Error"),
-    "abort both": (fault(abort={"httpStatus": 503, "grpcStatus": "UNAVAILABLE", "percentage": {"value": 1}}), f"{R0}.fault.abort", "exactly one"),
-    "abort neither": (fault(abort={"percentage": {"value": 1}}), f"{R0}.fault.abort", "neither httpStatus nor grpcStatus"),
-    "grpc unknown": (fault(abort={"grpcStatus": "BROKEN", "percentage": {"value": 1}}), f"{R0}.fault.abort.grpcStatus", "'BROKEN' is not supported"),
+    "abort 199": (
+        fault(abort={"httpStatus": 199, "percentage": {"value": 1}}),
+        f"{R0}.fault.abort.httpStatus",
+        "200-599",
+    ),
+    "abort 600": (
+        fault(abort={"httpStatus": 600, "percentage": {"value": 1}}),
+        f"{R0}.fault.abort.httpStatus",
+        "200-599",
+    ),
+    "exponentialDelay": (
+        fault(delay={"exponentialDelay": "1s", "percentage": {"value": 1}}),
+        f"{R0}.fault.delay.exponentialDelay",
+        "rejected by Istio",
+    ),
+    "http2Error": (
+        fault(abort={"http2Error": "x", "percentage": {"value": 1}}),
+        f"{R0}.fault.abort.http2Error",
+        "Istio rejects http2Error",
+    ),
+    "abort both": (
+        fault(abort={"httpStatus": 503, "grpcStatus": "UNAVAILABLE", "percentage": {"value": 1}}),
+        f"{R0}.fault.abort",
+        "exactly one",
+    ),
+    "abort neither": (
+        fault(abort={"percentage": {"value": 1}}),
+        f"{R0}.fault.abort",
+        "neither httpStatus nor grpcStatus",
+    ),
+    "grpc unknown": (
+        fault(abort={"grpcStatus": "BROKEN", "percentage": {"value": 1}}),
+        f"{R0}.fault.abort.grpcStatus",
+        "'BROKEN' is not supported",
+    ),
     "fault empty": (fault(), f"{R0}.fault", "must have an abort and/or a delay"),
-    "delay without fixedDelay": (fault(delay={"percentage": {"value": 1}}), f"{R0}.fault.delay.fixedDelay", "delay needs fixedDelay"),
-    "abort.percent unknown": (fault(abort={"httpStatus": 503, "percent": 5, "percentage": {"value": 1}}), f"{R0}.fault.abort.percent", "unknown field 'percent'"),
+    "delay without fixedDelay": (
+        fault(delay={"percentage": {"value": 1}}),
+        f"{R0}.fault.delay.fixedDelay",
+        "delay needs fixedDelay",
+    ),
+    "abort.percent unknown": (
+        fault(abort={"httpStatus": 503, "percent": 5, "percentage": {"value": 1}}),
+        f"{R0}.fault.abort.percent",
+        "unknown field 'percent'",
+    ),
     # hosts
     "no hosts": (vs(hosts=[]), "spec.hosts", "delegate"),
     "hosts missing": ({**vs(), "spec": {"http": vs()["spec"]["http"]}}, "spec.hosts", "hosts is missing"),
@@ -219,36 +343,117 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "mesh wildcard host": (vs(hosts=["*"]), "spec.hosts[0]", "wildcard host * is not allowed"),
     "bad host": (vs(hosts=["order_service"]), "spec.hosts[0]", "is not a DNS-1123 label"),
     "duplicate hosts": (vs(hosts=["a.example.com", "*.example.com"]), "spec.hosts", "duplicate hosts"),
-    "destination *": (vs({"route": [{"destination": {"host": "*"}}]}), f"{R0}.route[0].destination.host", "invalid destination host *"),
-    "numeric TLD": (vs({"route": [{"destination": {"host": "10.0.0.1"}}]}), f"{R0}.route[0].destination.host", "all-numeric"),
+    "destination *": (
+        vs({"route": [{"destination": {"host": "*"}}]}),
+        f"{R0}.route[0].destination.host",
+        "invalid destination host *",
+    ),
+    "numeric TLD": (
+        vs({"route": [{"destination": {"host": "10.0.0.1"}}]}),
+        f"{R0}.route[0].destination.host",
+        "all-numeric",
+    ),
+    "destination string": (
+        vs({"route": [{"destination": "order-service"}]}),
+        f"{R0}.route[0].destination",
+        "expected a mapping (Destination)",
+    ),
     "destination missing": (vs({"route": [{"weight": 1}]}), f"{R0}.route[0].destination", "destination is required"),
-    "destination host missing": (vs({"route": [{"destination": {"subset": "v1"}}]}), f"{R0}.route[0].destination.host", "host is required"),
+    "destination host missing": (
+        vs({"route": [{"destination": {"subset": "v1"}}]}),
+        f"{R0}.route[0].destination.host",
+        "host is required",
+    ),
     "bad gateway": (vs(gateways=["a/b/c"]), "spec.gateways[0]", "invalid gateway reference"),
     "http missing": (vs(http=[]), "spec.http", "http routes are missing"),
-    "route missing": ({**vs(), "spec": {"hosts": ["a"], "http": [{"timeout": "1s"}]}}, f"{R0}.route", "route is missing"),
+    "route missing": (
+        {**vs(), "spec": {"hosts": ["a"], "http": [{"timeout": "1s"}]}},
+        f"{R0}.route",
+        "route is missing",
+    ),
     # subsets
-    "duplicate subsets": (dr(subsets=[{"name": "v1", "labels": {"a": "b"}}, {"name": "v1", "labels": {"a": "c"}}]), "spec.subsets[1].name", "duplicate subset names: v1"),
+    "duplicate subsets": (
+        dr(subsets=[{"name": "v1", "labels": {"a": "b"}}, {"name": "v1", "labels": {"a": "c"}}]),
+        "spec.subsets[1].name",
+        "duplicate subset names: v1",
+    ),
     "subset without name": (dr(subsets=[{"labels": {"a": "b"}}]), "spec.subsets[0].name", "name is required"),
-    "subset bad name": (dr(subsets=[{"name": "v1.0", "labels": {"a": "b"}}]), "spec.subsets[0].name", "not a DNS-1123 label"),
-    "label key": (dr(subsets=[{"name": "v1", "labels": {"-bad": "b"}}]), 'spec.subsets[0].labels["-bad"]', "invalid label key"),
-    "label value": (dr(subsets=[{"name": "v1", "labels": {"a": "b c"}}]), "spec.subsets[0].labels.a", "invalid label value"),
-    "destination subset name": (vs({"route": [{"destination": {"host": "a", "subset": "v_1"}}]}), f"{R0}.route[0].destination.subset", "not a DNS-1123"),
+    "subset bad name": (
+        dr(subsets=[{"name": "v1.0", "labels": {"a": "b"}}]),
+        "spec.subsets[0].name",
+        "not a DNS-1123 label",
+    ),
+    "label key": (
+        dr(subsets=[{"name": "v1", "labels": {"-bad": "b"}}]),
+        'spec.subsets[0].labels["-bad"]',
+        "invalid label key",
+    ),
+    "label value": (
+        dr(subsets=[{"name": "v1", "labels": {"a": "b c"}}]),
+        "spec.subsets[0].labels.a",
+        "invalid label value",
+    ),
+    "destination subset name": (
+        vs({"route": [{"destination": {"host": "a", "subset": "v_1"}}]}),
+        f"{R0}.route[0].destination.subset",
+        "not a DNS-1123",
+    ),
     # outlier detection, pool, load balancer
-    "local origin without split": (outlier(consecutiveLocalOriginFailures=3), f"{OD}.consecutiveLocalOriginFailures", "splitExternalLocalOriginErrors"),
-    "local origin split false": (outlier(consecutiveLocalOriginFailures=3, splitExternalLocalOriginErrors=False), f"{OD}.consecutiveLocalOriginFailures", "is not true"),
+    "local origin without split": (
+        outlier(consecutiveLocalOriginFailures=3),
+        f"{OD}.consecutiveLocalOriginFailures",
+        "splitExternalLocalOriginErrors",
+    ),
+    "local origin split false": (
+        outlier(consecutiveLocalOriginFailures=3, splitExternalLocalOriginErrors=False),
+        f"{OD}.consecutiveLocalOriginFailures",
+        "is not true",
+    ),
     "uint32 negative": (outlier(consecutive5xxErrors=-1), f"{OD}.consecutive5xxErrors", "out of range for uint32"),
     "empty pool": (pool(), f"{TP}.connectionPool", "at least one field (tcp or http)"),
     "empty traffic policy": (dr({}), TP, "traffic policy must have at least one field"),
-    "upgrade + client protocol": (pool(http={"h2UpgradePolicy": "UPGRADE", "useClientProtocol": True}), f"{TP}.connectionPool.http.useClientProtocol", "must not be true"),
-    "simple and hash": (lb(simple="RANDOM", consistentHash={"useSourceIp": True}), LB, "both simple and consistentHash"),
+    "upgrade + client protocol": (
+        pool(http={"h2UpgradePolicy": "UPGRADE", "useClientProtocol": True}),
+        f"{TP}.connectionPool.http.useClientProtocol",
+        "must not be true",
+    ),
+    "simple and hash": (
+        lb(simple="RANDOM", consistentHash={"useSourceIp": True}),
+        LB,
+        "both simple and consistentHash",
+    ),
     "hash no key": (lb(consistentHash={"ringHash": {"minimumRingSize": 1024}}), f"{LB}.consistentHash", "no hash key"),
     "hash source ip false": (lb(consistentHash={"useSourceIp": False}), f"{LB}.consistentHash", "no hash key"),
-    "hash two keys": (lb(consistentHash={"httpHeaderName": "a", "httpQueryParameterName": "b"}), f"{LB}.consistentHash", "exactly one hash key"),
-    "cookie without name": (lb(consistentHash={"httpCookie": {"ttl": "1s"}}), f"{LB}.consistentHash.httpCookie.name", "name required"),
-    "ring and maglev": (lb(consistentHash={"useSourceIp": True, "ringHash": {}, "maglev": {"tableSize": 7}}), f"{LB}.consistentHash", "both ringHash and maglev"),
-    "legacy ring + ringHash": (lb(consistentHash={"useSourceIp": True, "minimumRingSize": 8, "ringHash": {"minimumRingSize": 8}}), f"{LB}.consistentHash.minimumRingSize", "only one of minimumRingSize"),
-    "maglev not prime": (lb(consistentHash={"useSourceIp": True, "maglev": {"tableSize": 65536}}), f"{LB}.consistentHash.maglev.tableSize", "must be a prime"),
-    "maglev too big": (lb(consistentHash={"useSourceIp": True, "maglev": {"tableSize": 5000011}}), f"{LB}.consistentHash.maglev.tableSize", "below 5000011"),
+    "hash two keys": (
+        lb(consistentHash={"httpHeaderName": "a", "httpQueryParameterName": "b"}),
+        f"{LB}.consistentHash",
+        "exactly one hash key",
+    ),
+    "cookie without name": (
+        lb(consistentHash={"httpCookie": {"ttl": "1s"}}),
+        f"{LB}.consistentHash.httpCookie.name",
+        "name required",
+    ),
+    "ring and maglev": (
+        lb(consistentHash={"useSourceIp": True, "ringHash": {}, "maglev": {"tableSize": 7}}),
+        f"{LB}.consistentHash",
+        "both ringHash and maglev",
+    ),
+    "legacy ring + ringHash": (
+        lb(consistentHash={"useSourceIp": True, "minimumRingSize": 8, "ringHash": {"minimumRingSize": 8}}),
+        f"{LB}.consistentHash.minimumRingSize",
+        "only one of minimumRingSize",
+    ),
+    "maglev not prime": (
+        lb(consistentHash={"useSourceIp": True, "maglev": {"tableSize": 65536}}),
+        f"{LB}.consistentHash.maglev.tableSize",
+        "must be a prime",
+    ),
+    "maglev too big": (
+        lb(consistentHash={"useSourceIp": True, "maglev": {"tableSize": 5000011}}),
+        f"{LB}.consistentHash.maglev.tableSize",
+        "below 5000011",
+    ),
     "warmup without duration": (lb(warmup={}), f"{LB}.warmup.duration", "duration is required"),
     # string matches
     "match two kinds": (vs({"match": [{"uri": {"exact": "/a", "prefix": "/"}}]}), f"{R0}.match[0].uri", "exactly one"),
@@ -256,26 +461,55 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "header presence": (vs({"match": [{"headers": {"x-a": {}}}]}), f"{R0}.match[0].headers.x-a", "present"),
     "regex syntax": (vs({"match": [{"uri": {"regex": "/a("}}]}), f"{R0}.match[0].uri.regex", "does not compile"),
     "regex lookahead": (vs({"match": [{"uri": {"regex": "/a(?=b)"}}]}), f"{R0}.match[0].uri.regex", "lookaround"),
-    "regex backreference": (vs({"match": [{"queryParams": {"q": {"regex": r"(a)\1"}}}]}), f"{R0}.match[0].queryParams.q.regex", "backreferences"),
+    "regex backreference": (
+        vs({"match": [{"queryParams": {"q": {"regex": r"(a)\1"}}}]}),
+        f"{R0}.match[0].queryParams.q.regex",
+        "backreferences",
+    ),
     "regex empty": (vs({"match": [{"uri": {"regex": ""}}]}), f"{R0}.match[0].uri.regex", "must not be empty"),
     "regex too long": (vs({"match": [{"uri": {"regex": "a" * 1025}}]}), f"{R0}.match[0].uri.regex", "at most 1024"),
-    "header name": (vs({"match": [{"headers": {"bad header": {"exact": "a"}}}]}), f'{R0}.match[0].headers["bad header"]', "not a valid header name"),
+    "header name": (
+        vs({"match": [{"headers": {"bad header": {"exact": "a"}}}]}),
+        f'{R0}.match[0].headers["bad header"]',
+        "not a valid header name",
+    ),
     # unknown, unsupported and master-only fields
     "unknown retry field": (retries(attempts=1, attemps=2), f"{RETRY}.attemps", "unknown field 'attemps'"),
     "unknown spec field": (vs(timeout="1s"), "spec.timeout", "unknown field 'timeout'"),
     "unknown DR field": (outlier(consecutive5xxErrors=1, ejectionTime="1s"), f"{OD}.ejectionTime", "unknown field"),
     "mirror": (vs({"mirror": {"host": "shadow"}}), f"{R0}.mirror", "not supported by pytest-meshcheck"),
-    "corsPolicy": (vs({"corsPolicy": {"allowOrigins": [{"exact": "x"}]}}), f"{R0}.corsPolicy", "not supported by pytest-meshcheck"),
+    "corsPolicy": (
+        vs({"corsPolicy": {"allowOrigins": [{"exact": "x"}]}}),
+        f"{R0}.corsPolicy",
+        "not supported by pytest-meshcheck",
+    ),
     "delegate": (vs({"delegate": {"name": "x"}, "route": None}), f"{R0}.delegate", "not supported by pytest-meshcheck"),
     "redirect": (vs({"redirect": {"uri": "/x"}, "route": None}), f"{R0}.redirect", "not supported by pytest-meshcheck"),
     "tcp routes": (vs(tcp=[{"route": [DEST]}]), "spec.tcp", "TCP routes are not modelled"),
     "tls routes": (vs(tls=[{"match": [{"sniHosts": ["a"]}], "route": [DEST]}]), "spec.tls", "TLS (SNI) routes"),
-    "match sourceLabels": (vs({"match": [{"sourceLabels": {"app": "x"}}]}), f"{R0}.match[0].sourceLabels", "not supported"),
-    "portLevelSettings": (dr({"portLevelSettings": [{"port": {"number": 80}}]}), f"{TP}.portLevelSettings", "not supported"),
+    "match sourceLabels": (
+        vs({"match": [{"sourceLabels": {"app": "x"}}]}),
+        f"{R0}.match[0].sourceLabels",
+        "not supported",
+    ),
+    "portLevelSettings": (
+        dr({"portLevelSettings": [{"port": {"number": 80}}]}),
+        f"{TP}.portLevelSettings",
+        "not supported",
+    ),
     "retryBudget": (dr({"retryBudget": {"percent": 20}}), f"{TP}.retryBudget", "not supported"),
     "warmup aggression": (lb(warmup={"duration": "1s", "aggression": 2}), f"{LB}.warmup.aggression", "not supported"),
-    "master only": (outlier(outlierDetectionHttpErrorCodes=[500]), f"{OD}.outlierDetectionHttpErrorCodes", "unreleased Istio (master)"),
+    "master only": (
+        outlier(outlierDetectionHttpErrorCodes=[500]),
+        f"{OD}.outlierDetectionHttpErrorCodes",
+        "unreleased Istio (master)",
+    ),
     "ignored field wrong type": (vs(exportTo="."), "spec.exportTo", "expected a list"),
+    "ignored object wrong type": (
+        dr(workloadSelector=["x"]),
+        "spec.workloadSelector",
+        "expected a mapping, got a list",
+    ),
 }
 
 
@@ -283,6 +517,17 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
 def test_rejected(doc: dict[str, Any], path: str, needle: str) -> None:
     issue = the_issue(doc, path)
     assert needle in f"{issue.message} Fix: {issue.fix}"
+
+
+def test_integers_too_long_for_str_are_reported_not_crashed_on() -> None:
+    # CPython refuses str() of ints over 4300 digits; such a value can only arrive as parsed data.
+    with pytest.raises(PolicyError) as err:
+        parse_policy_documents([retries(attempts=10**5000), dr(subsets=[{"name": "v1", "labels": {"a": 10**5000}}])])
+    assert [(i.document, i.path) for i in err.value.issues] == [
+        (0, f"{RETRY}.attempts"),
+        (1, "spec.subsets[0].labels.a"),
+    ]
+    assert all("thousands of digits" in f"{i.message} {i.fix}" for i in err.value.issues)
 
 
 def test_issue_names_file_document_path_line_and_fix() -> None:
@@ -321,7 +566,10 @@ def test_unknown_field_suggests_the_close_name_and_lists_fields() -> None:
         (dr(workloadSelector={"matchLabels": {"app": "x"}}), "spec.workloadSelector"),
         (dr({"tls": {"mode": "ISTIO_MUTUAL"}}), f"{TP}.tls"),
         (lb(localityLbSetting={"enabled": True}), f"{LB}.localityLbSetting"),
-        (lb(consistentHash={"httpCookie": {"name": "c", "attributes": [{"name": "SameSite"}]}}), f"{LB}.consistentHash.httpCookie.attributes"),
+        (
+            lb(consistentHash={"httpCookie": {"name": "c", "attributes": [{"name": "SameSite"}]}}),
+            f"{LB}.consistentHash.httpCookie.attributes",
+        ),
     ],
 )
 def test_fields_that_cannot_change_resilience_only_warn(doc: dict[str, Any], path: str) -> None:
@@ -346,15 +594,27 @@ def test_consecutive_errors_warning_says_what_istio_does() -> None:
     [
         (lb(simple="LEAST_CONN"), f"{LB}.simple", "LEAST_REQUEST"),
         (fault(delay={"fixedDelay": "1s", "percent": 50}), f"{R0}.fault.delay.percent", "still delays 50%"),
-        (fault(delay={"fixedDelay": "1s", "percent": 5, "percentage": {"value": 1}}), f"{R0}.fault.delay.percent", "ignored because percentage"),
-        (lb(consistentHash={"useSourceIp": True, "minimumRingSize": 1024}), f"{LB}.consistentHash.minimumRingSize", "deprecated (Istio still honours it)"),
+        (
+            fault(delay={"fixedDelay": "1s", "percent": 5, "percentage": {"value": 1}}),
+            f"{R0}.fault.delay.percent",
+            "ignored because percentage",
+        ),
+        (
+            lb(consistentHash={"useSourceIp": True, "minimumRingSize": 1024}),
+            f"{LB}.consistentHash.minimumRingSize",
+            "deprecated (Istio still honours it)",
+        ),
         (lb(warmupDurationSecs="10s"), f"{LB}.warmupDurationSecs", "superseded by warmup.duration"),
         (fault(abort={"httpStatus": 503}), f"{R0}.fault.abort", "0% of requests"),
         (fault(delay={"fixedDelay": "1s", "percentage": {"value": 0}}), f"{R0}.fault.delay", "0% of requests"),
         (retries(), RETRY, "no retry policy at all"),
         (retries(attempts=2, perTryTimeout="1s", retryOn="connect-failure"), f"{RETRY}.perTryTimeout", "504"),
         (retries(attempts=2, perTryTimeout="1s"), f"{RETRY}.perTryTimeout", "504"),
-        (vs({"retries": {"attempts": 2, "perTryTimeout": "3s", "retryOn": "5xx"}, "timeout": "2s"}), f"{RETRY}.perTryTimeout", "ignores it"),
+        (
+            vs({"retries": {"attempts": 2, "perTryTimeout": "3s", "retryOn": "5xx"}, "timeout": "2s"}),
+            f"{RETRY}.perTryTimeout",
+            "ignores it",
+        ),
         (pool(tcp={"maxConnections": 0}), f"{TP}.connectionPool.tcp.maxConnections", "0 means unset"),
         (outlier(maxEjectionPercent=0), f"{OD}.maxEjectionPercent", "10%"),
         (dr(subsets=[{"name": "all"}]), "spec.subsets[0]", "every instance"),
@@ -417,7 +677,9 @@ def crd_specs() -> dict[str, dict[str, Any]]:
     specs = {}
     for doc in yaml.safe_load_all(CRD.read_text()):
         if doc and doc["spec"]["names"]["kind"] in ("VirtualService", "DestinationRule"):
-            versions = {v["name"]: v["schema"]["openAPIV3Schema"]["properties"]["spec"] for v in doc["spec"]["versions"]}
+            versions = {
+                v["name"]: v["schema"]["openAPIV3Schema"]["properties"]["spec"] for v in doc["spec"]["versions"]
+            }
             assert versions["v1"] == versions["v1alpha3"] == versions["v1beta1"]
             specs[doc["spec"]["names"]["kind"]] = versions["v1"]
     return specs

@@ -1,0 +1,1 @@
+"""The verification harness behind the fixtures: policies, chaos, load and scenario records."""

@@ -1,0 +1,73 @@
+"""The ``mesh_policies`` fixture: apply policies for one test, restore the mesh's policies afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_meshcheck.policy import PolicySet, check_policies_fit, load_policies, load_policy_text
+from pytest_meshcheck.policy.model import PolicyWarning
+from pytest_meshcheck.policy.scale import scale_durations
+
+if TYPE_CHECKING:
+    from pytest_meshcheck.backend import MeshBackend
+
+
+def as_policy_set(policies: PolicySet | str | Path) -> PolicySet:
+    """Accept a PolicySet, YAML text, or a file/directory path."""
+    if isinstance(policies, PolicySet):
+        return policies
+    if isinstance(policies, Path) or ("\n" not in policies and not policies.lstrip().startswith(("apiVersion", "kind"))):
+        return load_policies(policies)
+    return load_policy_text(policies, source="<scenario>")
+
+
+class MeshPolicies:
+    """Applies policies for one test and restores the previous set at teardown.
+
+    Args:
+        mesh: The mesh backend.
+        user_policies: The user's ``--mesh-policies`` set; when given, a scenario's built-in policies
+            are replaced by it (``apply(..., builtin=True)``), so the same scenarios verify the user's YAML.
+    """
+
+    def __init__(self, mesh: MeshBackend, user_policies: PolicySet | None = None) -> None:
+        self._mesh = mesh
+        self._user = user_policies
+        self._snapshot = mesh.policies
+        self.applied: list[PolicySet] = []
+        self.warnings: list[PolicyWarning] = []
+        self.convergence: list[float] = []
+
+    def apply(self, policies: PolicySet | str | Path, *, builtin: bool = True, time_scale: float | None = None) -> PolicySet:
+        """Apply policies (added to or replacing same-named ones); return what was applied.
+
+        Args:
+            policies: A PolicySet, YAML text or a path.
+            builtin: The scenario's own policies: replaced by ``--mesh-policies`` when the user gave it.
+            time_scale: Multiply every duration by this factor (see :mod:`pytest_meshcheck.policy.scale`).
+        """
+        ps = self._user if builtin and self._user is not None else as_policy_set(policies)
+        if time_scale is not None:
+            ps = scale_durations(ps, time_scale)
+        self.warnings += [*ps.warnings, *check_policies_fit(ps, self._mesh.topology)]
+        self.convergence.append(self._mesh.apply(ps))
+        self.applied.append(ps)
+        return ps
+
+    def remove(self, policies: PolicySet) -> None:
+        """Remove policies before the test ends."""
+        self.convergence.append(self._mesh.remove(policies))
+
+    def clear(self) -> None:
+        """Run with no policies at all (Istio's defaults only)."""
+        self.convergence.append(self._mesh.replace_all(PolicySet()))
+
+    def restore(self) -> None:
+        """Put back the policies that were in force before the test (teardown)."""
+        self._mesh.replace_all(self._snapshot)
+
+    @property
+    def active(self) -> PolicySet:
+        """The policies in force now."""
+        return self._mesh.policies

@@ -1,0 +1,397 @@
+"""Every Kubernetes and Istio object a cluster run creates, as plain dicts (pure functions, no cluster).
+
+Objects, in creation order (see :func:`run_manifests`):
+
+* ``Namespace meshcheck-<run id>``: labelled with the run id, ``managed-by`` and ``istio-injection=enabled``.
+* ``Sidecar default``: scopes the sidecars of the namespace to the namespace's own services, so their
+  config (and their stats) stay small on a shared cluster.
+* ``ConfigMap meshcheck-echo`` (the echo workload, :mod:`pytest_meshcheck.workload.echo`) and
+  ``ConfigMap meshcheck-agent`` (the in-mesh agent plus the load engine modules it runs).
+* Per service a ``Service``; per service and version a ``Deployment`` running the echo file in a stock
+  Python image.
+* ``Deployment meshcheck-agent``: the caller. Its sidecar is the proxy that enforces the policies.
+* The policies, rewritten into the namespace, named ``<name>-g<generation>``.
+
+Every pod carries the ``proxy.istio.io/config`` ``proxyStatsMatcher`` annotation: a default sidecar
+hides ``envoy_cluster_upstream_rq_retry``, the outlier-detection and the overflow counters
+(istio-translation.md §8.2), and the assertions need them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pytest_meshcheck.kube.rewrite import HostRewriter, policy_document, rewrite_document
+from pytest_meshcheck.kube.settings import (
+    COMPONENT_LABEL,
+    GENERATION_LABEL,
+    HEARTBEAT_ANNOTATION,
+    OWNER_ANNOTATION,
+    POLICY_NAME_LABEL,
+    SOURCE_ANNOTATION,
+    KubeSettings,
+)
+from pytest_meshcheck.policy.model import Policy
+from pytest_meshcheck.topology import ServiceSpec, Topology, VersionSpec
+
+Manifest = dict[str, Any]
+
+ECHO_ADMIN_PORT = 9901
+AGENT_PORT = 8070
+AGENT_NAME = "meshcheck-agent"
+ECHO_CONFIGMAP = "meshcheck-echo"
+AGENT_CONFIGMAP = "meshcheck-agent"
+MOUNT_PATH = "/opt/meshcheck"
+# Not 1337: Istio's iptables rules let traffic of the proxy's own uid bypass the sidecar.
+RUN_AS_USER = 65532
+ENVOY_ADMIN_URL = "http://127.0.0.1:15000"
+
+#: ``proxyStatsMatcher`` of every pod: all outbound cluster stats (retries, timeouts, pending overflow,
+#: outlier detection) and the outbound HTTP connection managers' (fault injection counters).
+PROXY_STATS_MATCHER = {
+    "inclusionPrefixes": ["cluster.outbound", "http.outbound"],
+    "inclusionRegexps": [".*outlier_detection.*", ".*upstream_rq_retry.*", ".*upstream_rq_pending.*"],
+    "inclusionSuffixes": ["upstream_rq_timeout", "upstream_cx_overflow"],
+}
+
+_PKG = "pytest_meshcheck"
+_PACKAGE_INIT = '"""pytest-meshcheck modules shipped to the in-mesh agent (load engine only)."""\n'
+_LOAD_INIT = '"""Load engine modules; the agent imports them directly."""\n'
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    """One file of a ConfigMap: its key, where it is mounted, and where its text comes from."""
+
+    key: str
+    path: str
+    source: str  # package-relative path, or "" for generated text
+    text: str = ""
+
+    def content(self) -> str:
+        """The file's text (read from the installed package)."""
+        if not self.source:
+            return self.text
+        return resources.files(_PKG).joinpath(self.source).read_text(encoding="utf-8")
+
+
+ECHO_FILES = (ShippedFile("echo.py", "echo.py", "workload/echo.py"),)
+
+#: The agent and the load engine. ``records.py`` is the standard-library stand-in for the numpy store
+#: (the image has no numpy); everything else is the engine the local context runs, byte for byte.
+AGENT_FILES = (
+    ShippedFile("agent.py", "agent.py", "kube/agent.py"),
+    ShippedFile("pkg.init.py", f"{_PKG}/__init__.py", "", _PACKAGE_INIT),
+    ShippedFile("pkg.errors.py", f"{_PKG}/errors.py", "errors.py"),
+    ShippedFile("load.init.py", f"{_PKG}/load/__init__.py", "", _LOAD_INIT),
+    ShippedFile("load.engine.py", f"{_PKG}/load/engine.py", "load/engine.py"),
+    ShippedFile("load.http1.py", f"{_PKG}/load/http1.py", "load/http1.py"),
+    ShippedFile("load.profile.py", f"{_PKG}/load/profile.py", "load/profile.py"),
+    ShippedFile("load.request.py", f"{_PKG}/load/request.py", "load/request.py"),
+    ShippedFile("load.records.py", f"{_PKG}/load/records.py", "kube/agent_records.py"),
+)
+
+
+def _meta(settings: KubeSettings, name: str, component: str, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": {**settings.labels, COMPONENT_LABEL: component},
+    }
+    meta.update(extra)
+    return meta
+
+
+def proxy_config(*, hold_application: bool = False) -> str:
+    """The ``proxy.istio.io/config`` annotation value (YAML text)."""
+    import yaml
+
+    config: dict[str, Any] = {"proxyStatsMatcher": PROXY_STATS_MATCHER}
+    if hold_application:
+        config["holdApplicationUntilProxyStarts"] = True
+    text: str = yaml.safe_dump(config, sort_keys=False)
+    return text
+
+
+def namespace_manifest(settings: KubeSettings, *, owner: str = "", heartbeat: float | None = None) -> Manifest:
+    """The run namespace, with sidecar injection on and the heartbeat the leftover sweep reads."""
+    annotations: dict[str, str] = {}
+    if owner:
+        annotations[OWNER_ANNOTATION] = owner
+    if heartbeat is not None:
+        annotations[HEARTBEAT_ANNOTATION] = f"{heartbeat:.0f}"
+    meta: dict[str, Any] = {
+        "name": settings.namespace,
+        "labels": {**settings.labels, "istio-injection": "enabled"},
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def sidecar_manifest(settings: KubeSettings) -> Manifest:
+    """An Istio ``Sidecar`` limiting the namespace's proxies to the namespace's own services."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": _meta(settings, "default", "mesh-scope"),
+        "spec": {"egress": [{"hosts": ["./*"]}]},
+    }
+
+
+def _configmap(settings: KubeSettings, name: str, files: tuple[ShippedFile, ...], component: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(settings, name, component),
+        "data": {f.key: f.content() for f in files},
+    }
+
+
+def echo_configmap(settings: KubeSettings) -> Manifest:
+    """The echo workload file, mounted into every echo pod."""
+    return _configmap(settings, ECHO_CONFIGMAP, ECHO_FILES, "echo")
+
+
+def agent_configmap(settings: KubeSettings) -> Manifest:
+    """The agent and the load-engine modules, mounted into the agent pod as a package tree."""
+    return _configmap(settings, AGENT_CONFIGMAP, AGENT_FILES, "agent")
+
+
+def files_digest(files: tuple[ShippedFile, ...]) -> str:
+    """Short sha256 over the shipped files, put on pod templates so a changed file rolls the pods."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.key.encode() + b"\0" + f.content().encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _volume(configmap: str, files: tuple[ShippedFile, ...]) -> dict[str, Any]:
+    return {
+        "name": "meshcheck",
+        "configMap": {
+            "name": configmap,
+            "items": [{"key": f.key, "path": f.path} for f in files],
+            "defaultMode": 0o444,
+        },
+    }
+
+
+def _container(settings: KubeSettings, name: str, args: list[str], **extra: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": settings.echo_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-I", "-S", *args],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "volumeMounts": [{"name": "meshcheck", "mountPath": MOUNT_PATH, "readOnly": True}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    container.update(extra)
+    return container
+
+
+def echo_deployment_name(svc: ServiceSpec, version: VersionSpec) -> str:
+    """``<service>-<version>``."""
+    return f"{svc.name}-{version.name}"
+
+
+def service_manifest(settings: KubeSettings, svc: ServiceSpec) -> Manifest:
+    """The Kubernetes Service of one topology service (HTTP, so Istio applies HTTP routing)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(settings, svc.name, "echo"),
+        "spec": {
+            "selector": {"app": svc.name},
+            "ports": [{"name": "http", "port": svc.port, "targetPort": svc.port, "appProtocol": "http"}],
+        },
+    }
+
+
+def echo_deployment(settings: KubeSettings, svc: ServiceSpec, version: VersionSpec) -> Manifest:
+    """The echo pods of one version of one service."""
+    pod_labels = {**svc.instance_labels(version), **settings.labels, "sidecar.istio.io/inject": "true"}
+    annotations = {
+        "proxy.istio.io/config": proxy_config(),
+        # Chaos and metrics go straight to the admin port, so they neither count as mesh traffic nor
+        # depend on the mesh's mTLS mode.
+        "traffic.sidecar.istio.io/excludeInboundPorts": str(ECHO_ADMIN_PORT),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(ECHO_ADMIN_PORT),
+        "prometheus.io/path": "/metrics",
+        "meshcheck.io/files": files_digest(ECHO_FILES),
+    }
+    args = [
+        f"{MOUNT_PATH}/echo.py",
+        "--service", svc.name, "--version", version.name, "--instance", "$(POD_NAME)",
+        "--namespace", "$(POD_NAMESPACE)", "--host", "0.0.0.0", "--port", str(svc.port),
+        "--admin-host", "0.0.0.0", "--admin-port", str(ECHO_ADMIN_PORT),
+    ]  # fmt: skip
+    container = _container(
+        settings,
+        "echo",
+        args,
+        ports=[
+            {"name": "http", "containerPort": svc.port, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ECHO_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        readinessProbe={
+            "httpGet": {"path": "/healthz", "port": ECHO_ADMIN_PORT},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+        resources={"requests": {"cpu": "25m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(settings, echo_deployment_name(svc, version), "echo"),
+        "spec": {
+            "replicas": version.replicas,
+            "selector": {"matchLabels": svc.instance_labels(version)},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": annotations},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [container],
+                    "volumes": [_volume(ECHO_CONFIGMAP, ECHO_FILES)],
+                },
+            },
+        },
+    }
+
+
+def agent_deployment(settings: KubeSettings) -> Manifest:
+    """The in-mesh agent: the caller whose sidecar enforces the policies under test."""
+    labels = {"app": AGENT_NAME, "version": "v1"}
+    annotations = {
+        "proxy.istio.io/config": proxy_config(hold_application=True),
+        "traffic.sidecar.istio.io/excludeOutboundPorts": str(ECHO_ADMIN_PORT),
+        "meshcheck.io/files": files_digest(AGENT_FILES),
+    }
+    args = [
+        f"{MOUNT_PATH}/agent.py", "--host", "127.0.0.1", "--port", str(AGENT_PORT),
+        "--envoy-admin", ENVOY_ADMIN_URL, "--workload-admin-port", str(ECHO_ADMIN_PORT),
+    ]  # fmt: skip
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{AGENT_PORT}/healthz', timeout=2).read()"
+    container = _container(
+        settings,
+        "agent",
+        args,
+        # The agent listens on the pod's loopback only: the test process reaches it by port-forward.
+        readinessProbe={"exec": {"command": ["python3", "-I", "-S", "-c", probe]}, "periodSeconds": 2},
+        resources={"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(settings, AGENT_NAME, "agent"),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": {**labels, **settings.labels, "sidecar.istio.io/inject": "true"},
+                    "annotations": annotations,
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [container],
+                    "volumes": [_volume(AGENT_CONFIGMAP, AGENT_FILES)],
+                },
+            },
+        },
+    }
+
+
+def policy_object_name(name: str, generation: int) -> str:
+    """``<name>-g<generation>``: each generation is a new object, so its arrival in the proxy is visible."""
+    suffix = f"-g{generation}"
+    return name[: 253 - len(suffix)].rstrip("-.") + suffix
+
+
+def policy_manifest(policy: Policy, settings: KubeSettings, hosts: HostRewriter, generation: int) -> Manifest:
+    """One user policy as applied: rewritten into the run namespace, renamed and labelled.
+
+    Raises:
+        PolicyError: The policy has no YAML text to apply.
+    """
+    doc = rewrite_document(policy_document(policy), hosts)
+    meta = doc["metadata"]
+    meta["name"] = policy_object_name(policy.name, generation)
+    meta["labels"] = {
+        **(meta.get("labels") or {}),
+        **settings.labels,
+        COMPONENT_LABEL: "policy",
+        GENERATION_LABEL: str(generation),
+    }
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        POLICY_NAME_LABEL: policy.name,
+        SOURCE_ANNOTATION: f"{policy.source.file}:{policy.source.line}",
+    }
+    return doc
+
+
+def workload_manifests(settings: KubeSettings, topology: Topology) -> list[Manifest]:
+    """Everything but the namespace and the policies, in creation order."""
+    out: list[Manifest] = [sidecar_manifest(settings), echo_configmap(settings), agent_configmap(settings)]
+    out += [service_manifest(settings, svc) for svc in topology.services]
+    out += [echo_deployment(settings, svc, v) for svc in topology.services for v in svc.versions]
+    out.append(agent_deployment(settings))
+    return out
+
+
+def check_topology_ports(topology: Topology) -> None:
+    """Refuse a service port the echo admin port or an Istio proxy port would shadow.
+
+    Raises:
+        TopologyError: Naming the service and port.
+    """
+    from pytest_meshcheck.errors import TopologyError
+
+    for svc in topology.services:
+        if svc.port == ECHO_ADMIN_PORT or 15000 <= svc.port <= 15099:
+            raise TopologyError(
+                f"{topology.source}: service {svc.name!r} uses port {svc.port}, which a cluster run reserves "
+                f"(the echo admin port {ECHO_ADMIN_PORT}, or Istio's proxy ports 15000-15099); choose another port"
+            )
+
+
+def object_ref(obj: Manifest) -> str:
+    """``Kind namespace/name`` (or ``Kind name`` for cluster-scoped objects), for messages."""
+    meta = obj.get("metadata", {})
+    ns = meta.get("namespace")
+    return f"{obj.get('kind')} {ns + '/' if ns else ''}{meta.get('name')}"
+
+
+def write_shipped_files(files: tuple[ShippedFile, ...], directory: Path) -> Path:
+    """Lay ``files`` out under ``directory`` exactly as the pod's ConfigMap volume mounts them.
+
+    Returns:
+        ``directory``, which then holds e.g. ``agent.py`` and ``pytest_meshcheck/load/engine.py``.
+    """
+    for f in files:
+        target = directory / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f.content(), encoding="utf-8")
+    return directory

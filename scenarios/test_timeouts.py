@@ -1,0 +1,111 @@
+"""Timeouts: a slow destination ends in 504 at the policy's ceiling, never later.
+
+The ceiling, final status and response flags come from the expectation model: the route ``timeout``
+covers every attempt and back-off; a per-try timeout ends one attempt and is retried only when
+``retryOn`` has ``5xx``, ``gateway-error`` or ``reset``.
+"""
+
+from __future__ import annotations
+
+from pytest_meshcheck.expect import DestinationFault, predict_latency
+from pytest_meshcheck.harness.scenario import Scenario
+
+SERVICE = "inventory-service"
+# Scheduling noise allowed above a ceiling on this 2-core machine: Envoy's timer fires on time, but the
+# load generator and Envoy share the CPUs. Stated in every check so a reader knows the margin.
+LATENCY_TOLERANCE = 0.15
+
+
+def timeout_policy(body: str) -> str:
+    """An inventory-service VirtualService whose single route has ``body`` (YAML lines, indented 4)."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: inventory-timeout, namespace: platform-core}}
+spec:
+  hosts: [inventory-service]
+  http:
+  - route:
+    - destination: {{host: inventory-service}}
+{body}
+"""
+
+
+def run_timeout_claim(scenario: Scenario, policy: str, delay: float, *, requests: int = 24, concurrency: int = 12) -> None:
+    """Delay every response by ``delay`` seconds and check status, flags, attempts and the latency ceiling."""
+    scenario.policies.apply(policy)
+    effective = scenario.effective(SERVICE)
+    fault = DestinationFault("latency", rate=1.0, delay=delay)
+    prediction = predict_latency(effective, fault)
+    scenario.explain(prediction.explain())
+    assert prediction.ceiling is not None and prediction.slow_range is not None, "the policy must bound latency"
+    with scenario.chaos.latency(SERVICE, delay) as injected:
+        result = scenario.load.closed(SERVICE, concurrency=concurrency, requests=requests)
+        scenario.require_chaos(injected)
+    statuses = result.status_histogram()
+    scenario.check_value(
+        f"requests ending in {prediction.status}",
+        float(statuses.get(prediction.status or 0, 0)),
+        expected=float(result.count),
+        reasons=prediction.reasons,
+        detail=f"status histogram {statuses}",
+    )
+    low, high = prediction.slow_range
+    latencies = result.latencies
+    scenario.check_value(
+        "slowest request (s)",
+        float(latencies.max()),
+        at_most=high + LATENCY_TOLERANCE,
+        unit="s",
+        reasons=prediction.reasons,
+        detail=f"ceiling {high:.3f} s + {LATENCY_TOLERANCE} s scheduling tolerance",
+    )
+    scenario.check_value(
+        "fastest request (s)",
+        float(latencies.min()),
+        at_least=low - 0.01,
+        unit="s",
+        reasons=prediction.reasons,
+        detail=f"a timeout cannot fire before {low:.3f} s",
+    )
+    attempts = result.attempt_histogram()
+    scenario.check_value(
+        "upstream attempts per request (x-envoy-attempt-count)",
+        float(attempts.get(prediction.attempts, 0)),
+        expected=float(result.count),
+        reasons=prediction.reasons,
+        detail=f"attempt histogram {attempts}",
+    )
+    if prediction.flags:
+        flags = scenario.mesh_response_flags(SERVICE)
+        if flags is not None:
+            scenario.check_value(
+                f"response flag {prediction.flags}",
+                float(flags.get(prediction.flags, 0)),
+                expected=float(result.count),
+                reasons=prediction.reasons,
+                detail=f"access-log flags {flags}",
+            )
+
+
+def test_route_timeout_ends_slow_requests_at_the_ceiling(scenario: Scenario) -> None:
+    """timeout: 0.5s turns a 1 s destination delay into 504 UT at 0.5 s, never above the ceiling."""
+    run_timeout_claim(scenario, timeout_policy("    timeout: 0.5s\n    retries: {attempts: 0}"), delay=1.0)
+
+
+def test_per_try_timeouts_are_retried_when_retry_on_has_5xx(scenario: Scenario) -> None:
+    """perTryTimeout: 0.2s with attempts: 2 and retryOn: 5xx makes three tries: 504 URX,UT after ~0.6 s."""
+    run_timeout_claim(
+        scenario,
+        timeout_policy("    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: 5xx}"),
+        delay=1.0,
+    )
+
+
+def test_per_try_timeout_is_not_retried_without_5xx_gateway_error_or_reset(scenario: Scenario) -> None:
+    """retryOn: retriable-status-codes,503 does not cover a per-try timeout: one try, 504 UT at 0.2 s."""
+    run_timeout_claim(
+        scenario,
+        timeout_policy('    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: "retriable-status-codes,503"}'),
+        delay=1.0,
+    )
