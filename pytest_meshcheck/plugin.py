@@ -45,7 +45,24 @@ MESHES_KEY = pytest.StashKey[list[Any]]()
 CALL_REPORT_KEY = pytest.StashKey[pytest.TestReport]()
 CALL_EXC_KEY = pytest.StashKey[BaseException | None]()
 START_KEY = pytest.StashKey[float]()
+TRACKER_KEY = pytest.StashKey["ScenarioTracker"]()
 OUR_FIXTURES = frozenset({"mesh", "mesh_policies", "chaos", "load", "prom", "scenario"})
+
+
+class ScenarioTracker:
+    """Notices that a test of this run produced a scenario record (on the xdist controller too).
+
+    Only then does the session end read the report directory and write the index: an unrelated run in a
+    directory that happens to hold ``reports/`` must not import the report machinery or touch the files.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Scenario tests carry ``meshcheck*`` user properties (workers' reports bring them along)."""
+        if not self.seen:
+            self.seen = any(str(name).startswith("meshcheck") for name, _ in report.user_properties)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,10 +75,11 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = _settings.resolve(config)
     config.stash[SETTINGS_KEY] = settings
     config.stash[MESHES_KEY] = []
+    tracker = ScenarioTracker()
+    config.stash[TRACKER_KEY] = tracker
+    config.pluginmanager.register(tracker, "meshcheck-scenario-tracker")
     workerinput = getattr(config, "workerinput", None)
-    config.stash[RUN_ID_KEY] = (
-        workerinput.get("meshcheck_run_id", "") if workerinput else ""
-    ) or uuid.uuid4().hex[:10]
+    config.stash[RUN_ID_KEY] = (workerinput.get("meshcheck_run_id", "") if workerinput else "") or uuid.uuid4().hex[:10]
     config.addinivalue_line("markers", "meshcheck: test uses pytest-meshcheck fixtures (applied automatically)")
     if not settings.is_local and not settings.dry_run:
         from pytest_meshcheck.contexts import check_kube_context
@@ -73,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller: hand the run id to every worker, so all records belong to one run."""
+    """On the xdist controller, hand the run id to every worker, so all records belong to one run."""
     node.workerinput["meshcheck_run_id"] = node.config.stash[RUN_ID_KEY]
 
 
@@ -250,7 +268,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if getattr(config, "workerinput", None) is not None:
         return
     settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or not Path(settings.report_dir).is_dir():
+    tracker = config.stash.get(TRACKER_KEY, None)
+    if settings is None or tracker is None or not tracker.seen or not Path(settings.report_dir).is_dir():
         return
     from pytest_meshcheck.harness.session import write_run_index
 
@@ -259,6 +278,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The scenario table and the index path."""
+    tracker = config.stash.get(TRACKER_KEY, None)
+    if tracker is None or not tracker.seen:
+        return
     from pytest_meshcheck.harness.session import SUMMARY_KEY
 
     lines = config.stash.get(SUMMARY_KEY, None)

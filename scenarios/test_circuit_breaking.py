@@ -43,8 +43,8 @@ spec:
 """
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_connection_pool_overflows_beyond_its_capacity(scenario: Scenario, concurrency: int) -> None:
+@pytest.mark.parametrize(("concurrency", "overflows"), [(1, False), (3, True)])
+def test_connection_pool_overflows_beyond_its_capacity(scenario: Scenario, concurrency: int, overflows: bool) -> None:
     """maxConnections 1 + http1MaxPendingRequests 1 hold two requests: concurrency 1 never overflows, 3 always does."""
     scenario.policies.apply(CIRCUIT_BREAKING_TASK)
     scenario.policies.apply(NO_RETRIES, builtin=False)
@@ -56,20 +56,23 @@ def test_connection_pool_overflows_beyond_its_capacity(scenario: Scenario, concu
         scenario.require_chaos(injected)
     statuses = result.status_histogram()
     overloaded = result.overloaded_count
-    if prediction.level == "never":
-        scenario.check_value(
-            "503 UO overflow responses", float(overloaded), expected=0.0, reasons=prediction.reasons,
-            detail=f"status histogram {statuses}",
-        )  # fmt: skip
-        scenario.check_value("successful requests", float(result.success_count), expected=float(result.count))
+    detail = f"status histogram {statuses}"
+    if overflows:
+        scenario.check_value("claim: 503 UO overflow responses", float(overloaded), at_least=1.0,
+                             reasons=prediction.reasons, detail=detail)  # fmt: skip
     else:
-        scenario.check_value(
-            "503 UO overflow responses", float(overloaded), at_least=1.0, reasons=prediction.reasons,
-            detail=f"status histogram {statuses}",
-        )  # fmt: skip
-        scenario.check_value(
-            "every 503 carries x-envoy-overloaded", float(overloaded), expected=float(statuses.get(503, 0))
-        )
+        scenario.check_value("claim: 503 UO overflow responses", float(overloaded), expected=0.0,
+                             reasons=prediction.reasons, detail=detail)  # fmt: skip
+        scenario.check_value("claim: successful requests", float(result.success_count), expected=float(result.count))
+    scenario.check_value(
+        f"model: overflow {prediction.level} at concurrency {concurrency}",
+        float(overloaded > 0),
+        expected=float(prediction.level == "always") if prediction.level != "rare" else float(overloaded > 0),
+        reasons=prediction.reasons,
+    )
+    scenario.check_value(
+        "every 503 carries x-envoy-overloaded", float(overloaded), expected=float(statuses.get(503, 0))
+    )
     prom = scenario.prom()
     counted = scenario.cluster_increase("envoy_cluster_upstream_rq_pending_overflow", SERVICE, prom) + (
         scenario.cluster_increase("envoy_cluster_upstream_rq_active_overflow", SERVICE, prom)

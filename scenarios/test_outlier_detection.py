@@ -50,53 +50,59 @@ def served_by(result: LoadResult, instance: str) -> tuple[np.ndarray, np.ndarray
 
 
 def test_failing_replica_is_ejected_then_returns(scenario: Scenario) -> None:
-    """One of three replicas always failing is ejected after consecutive5xxErrors and returns after baseEjectionTime."""
+    """A replica that always fails is ejected after 3 consecutive 5xx and returns after baseEjectionTime (2 s)."""
+    claimed_failures, base, interval = 3, 2.0, 0.5
     scenario.policies.apply(outlier_policy("      maxEjectionPercent: 50"))
     effective = scenario.effective(SERVICE)
     fault = DestinationFault("error", rate=1.0, status=503, instances=1)
     prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=RATE))
     scenario.explain(prediction.explain())
-    assert prediction.will_eject, "this claim needs a policy that ejects"
-    assert prediction.failures_to_eject is not None and prediction.ejection_durations
+    scenario.check_value(
+        "model: replicas ejected at once", float(prediction.ejected), expected=1.0, reasons=prediction.reasons
+    )
+    scenario.check_value(
+        "model: consecutive failures that eject", float(prediction.failures_to_eject or 0),
+        expected=float(claimed_failures), reasons=prediction.reasons,
+    )  # fmt: skip
     with scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
         result = scenario.load.open(SERVICE, rate=RATE, duration=4.0)
         scenario.require_chaos(injected)
-    bad = injected.instances[0]
-    times, statuses = served_by(result, bad)
+    times, statuses = served_by(result, injected.instances[0])
     gaps = np.diff(times)
-    scenario.check_value("responses from the failing replica", float(len(times)), at_least=float(prediction.failures_to_eject))
-    first_gap = int(np.argmax(gaps > 1.0)) if (gaps > 1.0).any() else -1
+    first_gap = int(np.argmax(gaps > 1.0)) if (gaps > 1.0).any() else len(times) - 1
     scenario.check_value(
-        "failures before the first ejection",
-        float(first_gap + 1 if first_gap >= 0 else len(times)),
-        at_least=float(prediction.failures_to_eject),
-        at_most=float(prediction.failures_to_eject + 1),
+        "claim: failures before the first ejection",
+        float(first_gap + 1),
+        at_least=float(claimed_failures),
+        at_most=float(claimed_failures + 1),
         reasons=prediction.reasons,
-        detail="one more request may already be in flight when the ejection lands",
+        detail=f"{len(times)} responses from the failing replica; one more may be in flight when the ejection lands",
     )
-    low, high = prediction.ejection_durations[0]
-    gap = float(gaps[first_gap]) if first_gap >= 0 else 0.0
+    gap = float(gaps[first_gap]) if 0 <= first_gap < len(gaps) else 0.0
     scenario.check_value(
-        "first ejection: time the failing replica served nothing (s)",
+        "claim: first ejection, time the failing replica served nothing (s)",
         gap,
-        at_least=low - TIMING_TOLERANCE,
-        at_most=high + TIMING_TOLERANCE,
+        at_least=base - TIMING_TOLERANCE,
+        at_most=base + interval + TIMING_TOLERANCE,
         unit="s",
         reasons=prediction.reasons,
-        detail=f"baseEjectionTime x 1 plus up to one interval: [{low:.2f}, {high:.2f}] s ± {TIMING_TOLERANCE} s",
+        detail=f"baseEjectionTime x 1 plus up to one interval: [{base}, {base + interval}] s ± {TIMING_TOLERANCE} s",
     )
-    ejected_from, ejected_to = times[first_gap], times[first_gap + 1]
-    window = (result.started_wall + np.asarray(result.records.done[: result.count]) > ejected_from + 0.05) & (
-        result.started_wall + np.asarray(result.records.done[: result.count]) < ejected_to - 0.05
-    )
-    failed_while_ejected = int((np.asarray(result.records.status[: result.count])[window] >= 500).sum())
+    if prediction.ejection_durations:
+        low, high = prediction.ejection_durations[0]
+        scenario.check_value("model: first ejection duration (s)", gap, at_least=low - TIMING_TOLERANCE,
+                             at_most=high + TIMING_TOLERANCE, unit="s", reasons=prediction.reasons)  # fmt: skip
+    done = result.started_wall + np.asarray(result.records.done[: result.count])
+    if 0 <= first_gap < len(gaps):
+        window = (done > times[first_gap] + 0.05) & (done < times[first_gap + 1] - 0.05)
+        failed_while_ejected = int((np.asarray(result.records.status[: result.count])[window] >= 500).sum())
+        scenario.check_value(
+            "claim: failed requests while the replica was ejected", float(failed_while_ejected), expected=0.0,
+            detail=f"{int(window.sum())} requests went to the healthy replicas during the ejection",
+        )  # fmt: skip
     scenario.check_value(
-        "failed requests while the replica was ejected",
-        float(failed_while_ejected),
-        expected=0.0,
-        detail=f"{int(window.sum())} requests went to the healthy replicas during the ejection",
+        "claim: the replica returned after its ejection", float(len(times) - first_gap - 1), at_least=1.0
     )
-    scenario.check_value("the replica returned after its ejection", float(len(times) - first_gap - 1), at_least=1.0)
     prom = scenario.prom()
     ejections = scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_enforced_total", SERVICE, prom)
     scenario.check_value(
@@ -112,13 +118,15 @@ def test_default_max_ejection_percent_ejects_nothing_with_three_replicas(scenari
     fault = DestinationFault("error", rate=1.0, status=503, instances=1)
     prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=RATE))
     scenario.explain(prediction.explain())
-    scenario.check_value("replicas the model lets Envoy eject", float(prediction.ejected), expected=0.0, reasons=prediction.reasons)
+    scenario.check_value(
+        "model: replicas Envoy may eject", float(prediction.ejected), expected=0.0, reasons=prediction.reasons
+    )
     with scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
         result = scenario.load.open(SERVICE, rate=RATE, duration=3.0)
         scenario.require_chaos(injected)
     times, _ = served_by(result, injected.instances[0])
     scenario.check_value(
-        "longest pause of the failing replica (s)",
+        "claim: longest pause of the failing replica (s)",
         float(np.diff(times).max()) if len(times) > 1 else 99.0,
         at_most=0.5,
         unit="s",
@@ -128,7 +136,12 @@ def test_default_max_ejection_percent_ejects_nothing_with_three_replicas(scenari
     prom = scenario.prom()
     enforced = scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_enforced_total", SERVICE, prom)
     overflow = scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_overflow", SERVICE, prom)
-    scenario.check_value("envoy_cluster_outlier_detection_ejections_enforced_total", enforced, expected=0.0, reasons=prediction.reasons)
+    scenario.check_value(
+        "claim: envoy_cluster_outlier_detection_ejections_enforced_total",
+        enforced,
+        expected=0.0,
+        reasons=prediction.reasons,
+    )
     scenario.check_value(
         "envoy_cluster_outlier_detection_ejections_overflow (ejections refused by maxEjectionPercent)",
         overflow,

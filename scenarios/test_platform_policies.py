@@ -92,14 +92,18 @@ def test_catalog_retries_give_87_5_percent_as_written(scenario: Scenario) -> Non
 
 def test_catalog_retries_give_87_5_percent_corrected(scenario: Scenario) -> None:
     """README Scenario 2 with attempts: 2 (two retries, three tries): 50 % errors give 87.5 % success."""
-    corrected = vs_yaml("catalog-service", "{attempts: 2, perTryTimeout: 1s, retryOn: '5xx,reset,connect-failure,refused-stream'}", "5s")
+    corrected = vs_yaml(
+        "catalog-service", "{attempts: 2, perTryTimeout: 1s, retryOn: '5xx,reset,connect-failure,refused-stream'}", "5s"
+    )
     check_success_claim(scenario, with_vs("catalog-service-retry", corrected), "catalog-service", 0.5, 0.875)
 
 
 # ---------------------------------------------------------------------------------------------- timeouts
 
 
-def check_timeout_claim(scenario: Scenario, policies: PolicySet, service: str, delay_s: float, claimed_s: float) -> None:
+def check_timeout_claim(
+    scenario: Scenario, policies: PolicySet, service: str, delay_s: float, claimed_s: float
+) -> None:
     """Delay every response by ``delay_s`` (README seconds) and check requests end at the README's ``claimed_s``."""
     scenario.policies.apply(policies, time_scale=TIME_SCALE)
     delay, claimed = delay_s * TIME_SCALE, claimed_s * TIME_SCALE
@@ -151,7 +155,8 @@ def test_order_times_out_after_10s_corrected(scenario: Scenario) -> None:
 
 
 @pytest.mark.parametrize(
-    ("service", "total"), [("catalog-service", 5.0), ("order-service", 10.0), ("payment-service", 15.0), ("inventory-service", 8.0)]
+    ("service", "total"),
+    [("catalog-service", 5.0), ("order-service", 10.0), ("payment-service", 15.0), ("inventory-service", 8.0)],
 )
 def test_no_request_outlives_the_total_timeout(scenario: Scenario, service: str, total: float) -> None:
     """README "Timeout Best Practices" table: no request to a service takes longer than its total timeout."""

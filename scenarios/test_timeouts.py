@@ -7,6 +7,8 @@ covers every attempt and back-off; a per-try timeout ends one attempt and is ret
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pytest_meshcheck.expect import DestinationFault, predict_latency
 from pytest_meshcheck.harness.scenario import Scenario
 
@@ -31,66 +33,99 @@ spec:
 """
 
 
-def run_timeout_claim(scenario: Scenario, policy: str, delay: float, *, requests: int = 24, concurrency: int = 12) -> None:
-    """Delay every response by ``delay`` seconds and check status, flags, attempts and the latency ceiling."""
+@dataclass(frozen=True)
+class Claim:
+    """What the scenario promises for every request: final status, upstream tries and when it ends (s)."""
+
+    status: int
+    attempts: int
+    ends_after: float
+    ends_before: float
+
+
+def run_timeout_claim(
+    scenario: Scenario, policy: str, delay: float, claim: Claim, *, requests: int = 24, concurrency: int = 12
+) -> None:
+    """Delay every response by ``delay`` seconds; check the claim, then that the mesh did what the model says."""
     scenario.policies.apply(policy)
     effective = scenario.effective(SERVICE)
-    fault = DestinationFault("latency", rate=1.0, delay=delay)
-    prediction = predict_latency(effective, fault)
+    prediction = predict_latency(effective, DestinationFault("latency", rate=1.0, delay=delay))
     scenario.explain(prediction.explain())
-    assert prediction.ceiling is not None and prediction.slow_range is not None, "the policy must bound latency"
     with scenario.chaos.latency(SERVICE, delay) as injected:
         result = scenario.load.closed(SERVICE, concurrency=concurrency, requests=requests)
         scenario.require_chaos(injected)
-    statuses = result.status_histogram()
+    statuses, attempts = result.status_histogram(), result.attempt_histogram()
+    latencies = result.latencies
+    reasons = prediction.reasons
     scenario.check_value(
-        f"requests ending in {prediction.status}",
-        float(statuses.get(prediction.status or 0, 0)),
+        f"claim: requests ending in {claim.status}",
+        float(statuses.get(claim.status, 0)),
         expected=float(result.count),
-        reasons=prediction.reasons,
+        reasons=reasons,
         detail=f"status histogram {statuses}",
     )
-    low, high = prediction.slow_range
-    latencies = result.latencies
     scenario.check_value(
-        "slowest request (s)",
-        float(latencies.max()),
-        at_most=high + LATENCY_TOLERANCE,
-        unit="s",
-        reasons=prediction.reasons,
-        detail=f"ceiling {high:.3f} s + {LATENCY_TOLERANCE} s scheduling tolerance",
+        f"claim: requests that made {claim.attempts} upstream tries (x-envoy-attempt-count)",
+        float(attempts.get(claim.attempts, 0)),
+        expected=float(result.count),
+        reasons=reasons,
+        detail=f"attempt histogram {attempts}",
     )
     scenario.check_value(
-        "fastest request (s)",
+        "claim: slowest request (s)",
+        float(latencies.max()),
+        at_most=claim.ends_before + LATENCY_TOLERANCE,
+        unit="s",
+        reasons=reasons,
+        detail=f"{LATENCY_TOLERANCE} s scheduling tolerance",
+    )
+    scenario.check_value(
+        "claim: fastest request (s)",
+        float(latencies.min()),
+        at_least=claim.ends_after - 0.01,
+        unit="s",
+        reasons=reasons,
+        detail="a timeout cannot fire early",
+    )
+    # The model must agree with what the mesh did, for whatever policy is active.
+    low, high = prediction.slow_range or (0.0, float("inf"))
+    scenario.check_value(
+        f"model: fastest request not before the predicted {low:.3f} s",
         float(latencies.min()),
         at_least=low - 0.01,
         unit="s",
-        reasons=prediction.reasons,
-        detail=f"a timeout cannot fire before {low:.3f} s",
+        reasons=reasons,
     )
-    attempts = result.attempt_histogram()
     scenario.check_value(
-        "upstream attempts per request (x-envoy-attempt-count)",
-        float(attempts.get(prediction.attempts, 0)),
+        f"model: requests ending in {prediction.status}",
+        float(statuses.get(prediction.status or 0, 0)),
         expected=float(result.count),
-        reasons=prediction.reasons,
-        detail=f"attempt histogram {attempts}",
+        reasons=reasons,
     )
-    if prediction.flags:
-        flags = scenario.mesh_response_flags(SERVICE)
-        if flags is not None:
-            scenario.check_value(
-                f"response flag {prediction.flags}",
-                float(flags.get(prediction.flags, 0)),
-                expected=float(result.count),
-                reasons=prediction.reasons,
-                detail=f"access-log flags {flags}",
-            )
+    scenario.check_value(
+        f"model: slowest request within the predicted {high:.3f} s",
+        float(latencies.max()),
+        at_most=high + LATENCY_TOLERANCE,
+        unit="s",
+        reasons=reasons,
+    )
+    flags = scenario.mesh_response_flags(SERVICE)
+    if prediction.flags and flags is not None:
+        scenario.check_value(
+            f"model: response flag {prediction.flags} (access log)",
+            float(flags.get(prediction.flags, 0)),
+            expected=float(result.count),
+            reasons=reasons,
+            detail=f"access-log flags {flags}",
+        )
 
 
 def test_route_timeout_ends_slow_requests_at_the_ceiling(scenario: Scenario) -> None:
     """timeout: 0.5s turns a 1 s destination delay into 504 UT at 0.5 s, never above the ceiling."""
-    run_timeout_claim(scenario, timeout_policy("    timeout: 0.5s\n    retries: {attempts: 0}"), delay=1.0)
+    run_timeout_claim(
+        scenario, timeout_policy("    timeout: 0.5s\n    retries: {attempts: 0}"), delay=1.0,
+        claim=Claim(status=504, attempts=1, ends_after=0.5, ends_before=0.5),
+    )  # fmt: skip
 
 
 def test_per_try_timeouts_are_retried_when_retry_on_has_5xx(scenario: Scenario) -> None:
@@ -99,6 +134,8 @@ def test_per_try_timeouts_are_retried_when_retry_on_has_5xx(scenario: Scenario) 
         scenario,
         timeout_policy("    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: 5xx}"),
         delay=1.0,
+        # Three tries of 0.2 s plus the two jittered back-offs (at most 25 ms and 50 ms).
+        claim=Claim(status=504, attempts=3, ends_after=0.6, ends_before=0.675),
     )
 
 
@@ -106,6 +143,9 @@ def test_per_try_timeout_is_not_retried_without_5xx_gateway_error_or_reset(scena
     """retryOn: retriable-status-codes,503 does not cover a per-try timeout: one try, 504 UT at 0.2 s."""
     run_timeout_claim(
         scenario,
-        timeout_policy('    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: "retriable-status-codes,503"}'),
+        timeout_policy(
+            '    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: "retriable-status-codes,503"}'
+        ),
         delay=1.0,
+        claim=Claim(status=504, attempts=1, ends_after=0.2, ends_before=0.2),
     )

@@ -46,7 +46,7 @@ def test_canary_split_sends_ten_percent_to_v2(scenario: Scenario) -> None:
     """Weights 90/10 between subsets v1 and v2 send a binomially consistent 10 % of requests to v2."""
     scenario.policies.apply(SUBSETS + "---" + CANARY)
     route = scenario.effective(SERVICE, subset="v2", route=1)
-    scenario.explain(route.reason("route.weight", "route.destination"))
+    scenario.explain(route.reason("route", "subset", "hosts"))
     expected = 10 / 100
     v2, n = _v2_share(scenario, None, scenario.requests_for(expected, 0.03))
     scenario.check_rate("share of requests served by v2", v2, n, expected, tolerance=0.03,

@@ -182,8 +182,9 @@ class Scenario:
 
     def _fail(self, check: CheckRecord, message: str) -> ScenarioFailed:
         policy_lines = "\n    ".join(check.reasons or self._reasons) or "(none recorded)"
+        detail = message if message.startswith(check.name) else f"{check.name}: {message}"
         text = (
-            f"{self.record.title}\n  {check.name}: {message}\n"
+            f"{self.record.title}\n  {detail}\n"
             f"  policy lines and defaults involved:\n    {policy_lines}\n"
             f"  report: {self.report_file}"
         )

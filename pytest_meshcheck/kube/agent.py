@@ -10,7 +10,8 @@ the test process reaches it through a Kubernetes port-forward.
 HTTP API (JSON bodies)::
 
     GET  /healthz                       {"status": "ok", "engine": true, "python": "3.12.7"}
-    POST /load                          run one load job, answer its records (409 while one runs)
+    POST /load                          start one load job: 202 {"job": id} (400 invalid, 409 one runs)
+    GET  /load/<id>                     202 while it runs; then its records (200) or error (500), once
     GET  /sidecar/config                Istio configs the sidecar runs, and endpoints per cluster
     GET  /sidecar/stats?filter=RE       the sidecar's counters matching RE (Envoy /stats?format=json)
     GET  /sidecar/server_info           the sidecar's Envoy /server_info
@@ -39,6 +40,7 @@ import argparse
 import asyncio
 import http.client
 import ipaddress
+import itertools
 import json
 import os
 import platform
@@ -46,6 +48,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -90,6 +93,8 @@ class Engine:
         except Exception as exc:  # any import failure makes /load unusable, not the whole agent
             self.error = f"{type(exc).__name__}: {exc}"
         self.lock = threading.Lock()
+        self.jobs: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
 
     def profile(self, doc: Any) -> Any:
         """Build an ``OpenLoop`` or ``ClosedLoop`` from the job's ``profile``."""
@@ -103,20 +108,45 @@ class Engine:
         except TypeError as exc:
             raise AgentError(400, f"profile: {exc}") from None
 
-    def run(self, job: Any) -> dict[str, Any]:
-        """Run one job and return the answer document."""
+    def start(self, job: Any) -> str:
+        """Validate a job and start it on a thread; return its id.
+
+        Raises:
+            AgentError: 400 for an invalid job, 409 while another job runs, 500 without an engine.
+        """
         if self.error:
             raise AgentError(500, f"the load engine modules cannot be imported: {self.error}")
         if not isinstance(job, dict):
             raise AgentError(400, "load job: expected a JSON object")
-        if not self.lock.acquire(blocking=False):
-            raise AgentError(409, "a load job is already running; run one at a time")
-        try:
-            return self._run(job)
-        finally:
-            self.lock.release()
+        with self.lock:
+            if any(state == "running" for state, _ in self.jobs.values()):
+                raise AgentError(409, "a load job is already running; run one at a time")
+            run = self._prepare(job)
+            job_id = str(next(self._ids))
+            self.jobs[job_id] = ("running", {"started": time.monotonic()})
+        threading.Thread(target=self._run, args=(job_id, run), name=f"load job {job_id}", daemon=True).start()
+        return job_id
 
-    def _run(self, job: dict[str, Any]) -> dict[str, Any]:
+    def poll(self, job_id: str) -> tuple[int, dict[str, Any]]:
+        """``(202, progress)`` while a job runs; its answer (200) or error (500) once, then it is forgotten."""
+        with self.lock:
+            if job_id not in self.jobs:
+                raise AgentError(404, f"no load job {job_id!r} (answers are kept until fetched once)")
+            state, doc = self.jobs[job_id]
+            if state == "running":
+                return 202, {"state": "running", "elapsed": time.monotonic() - doc["started"]}
+            del self.jobs[job_id]
+        return (200 if state == "done" else 500), doc
+
+    def _run(self, job_id: str, run: Callable[[], dict[str, Any]]) -> None:
+        try:
+            result: tuple[str, dict[str, Any]] = ("done", run())
+        except Exception as exc:  # reported to the caller through poll(), never lost on this thread
+            result = ("failed", {"error": f"load job {job_id} failed: {type(exc).__name__}: {exc}"})
+        with self.lock:
+            self.jobs[job_id] = result
+
+    def _prepare(self, job: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         load_error = self.modules["profile"].LoadError
         try:
             url = str(job["url"])
@@ -136,14 +166,18 @@ class Engine:
         except (load_error, ValueError) as exc:
             raise AgentError(400, f"load job: {exc}") from None
         run_in_loop: Callable[..., Any] = self.modules["engine"].run_in_loop
-        outcome = asyncio.run(run_in_loop(spec, profile, timeout=timeout, grace=grace))
-        return {
-            "records": outcome.records.to_wire(),
-            "started_monotonic": outcome.started_monotonic,
-            "started_wall": outcome.started_wall,
-            "event_loop": outcome.event_loop,
-            "target": {"address": address, "port": spec.port, "host": spec.host},
-        }
+
+        def run() -> dict[str, Any]:
+            outcome = asyncio.run(run_in_loop(spec, profile, timeout=timeout, grace=grace))
+            return {
+                "records": outcome.records.to_wire(),
+                "started_monotonic": outcome.started_monotonic,
+                "started_wall": outcome.started_wall,
+                "event_loop": outcome.event_loop,
+                "target": {"address": address, "port": spec.port, "host": spec.host},
+            }
+
+        return run
 
 
 def parse_resolve(entries: list[str]) -> dict[str, tuple[str, int]]:
@@ -351,7 +385,9 @@ class Handler(BaseHTTPRequestHandler):
                     job = json.loads(body or b"null")
                 except ValueError as exc:
                     raise AgentError(400, f"load job is not JSON: {exc}") from None
-                self._json(200, agent.engine.run(job))
+                self._json(202, {"job": agent.engine.start(job), "state": "running"})
+            elif path.startswith("/load/") and self.command in ("GET", "HEAD"):
+                self._json(*agent.engine.poll(path[len("/load/") :]))
             elif path == "/sidecar/config":
                 self._json(200, sidecar_summary(agent.envoy_admin))
             elif path == "/sidecar/stats":

@@ -310,9 +310,7 @@ class KubeBackend:
         )
 
     def _check_stats(self) -> None:
-        doc = self._agent_get(
-            "/sidecar/stats?filter=upstream_rq_retry$|upstream_rq_pending_overflow$|ejections_active$"
-        )
+        doc = self._agent_get("/sidecar/stats?filter=" + "|".join(f"{stat}$" for stat in preflight.REQUIRED_STATS))
         missing = preflight.missing_stats(doc, self.topology)
         if missing:
             raise MeshSetupError(
@@ -399,6 +397,11 @@ class KubeBackend:
         return self.client
 
     # ------------------------------------------------------------------ policies
+
+    @property
+    def generation(self) -> int:
+        """The policy generation in force: 0 before any policy, +1 per apply, remove or replace_all."""
+        return self._generation
 
     @property
     def policies(self) -> PolicySet:

@@ -372,6 +372,8 @@ class KubeClient:
             self.core.patch_namespace,
             name,
             {"metadata": {"annotations": annotations}},
+            # Some client versions default PATCH to a JSON Patch (a list of operations); this is a merge patch.
+            _content_type="application/merge-patch+json",
             _preload_content=False,
         )
 

@@ -354,8 +354,19 @@ class FakeKubeAPI:
                 if obj is None:
                     return _status(404, "NotFound", f'{plural} "{name}" not found')
                 patch = await request.json()
-                for key, value in (patch.get("metadata", {}).get("annotations") or {}).items():
-                    obj["metadata"].setdefault("annotations", {})[key] = value
+                kind = request.content_type
+                if kind not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                    # What a real API server says to an object body sent as a JSON Patch (a list of operations).
+                    return _status(
+                        400, "BadRequest", f"unsupported patch for {kind}: json: cannot unmarshal object into Go value"
+                    )
+                for field in ("labels", "annotations"):
+                    for key, value in (patch.get("metadata", {}).get(field) or {}).items():
+                        target = obj["metadata"].setdefault(field, {})
+                        if value is None:
+                            target.pop(key, None)
+                        else:
+                            target[key] = value
                 return web.json_response(obj)
         if request.method == "POST":
             return self._create(group, plural, ns, await request.json(), request.query.get("dryRun") == "All")

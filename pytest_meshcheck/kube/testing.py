@@ -35,7 +35,7 @@ from pytest_meshcheck.kube.fakeapi import FakeKubeAPI, selector_matches
 from pytest_meshcheck.kube.manifests import AGENT_NAME, AGENT_PORT, ECHO_ADMIN_PORT
 
 _ISTIO_GROUP = "networking.istio.io"
-_STATS = ("upstream_rq_retry", "upstream_rq_pending_overflow", "outlier_detection.ejections_active")
+_STATS = ("upstream_rq_retry", "upstream_rq_pending_overflow")
 
 
 def _read_ready(proc: subprocess.Popen[bytes], prefix: bytes, timeout: float = 10.0) -> dict[str, Any]:

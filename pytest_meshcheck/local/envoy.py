@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,14 @@ def _path_source(directory: Path, name: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class XdsSnapshot:
+    """What the xDS files held at one moment, to put back when Envoy refuses an update."""
+
+    expected: dict[str, str] = field(default_factory=dict)
+    content: dict[str, str] = field(default_factory=dict)
+
+
 class XdsFiles:
     """Writes CDS, LDS and RDS discovery files into one watched directory, each with a version.
 
@@ -136,6 +144,35 @@ class XdsFiles:
         # A rename is atomic: Envoy never reads a half-written file.
         tmp.replace(self.directory / name)
 
+    def snapshot(self) -> XdsSnapshot:
+        """The current content and versions, for :meth:`restore`."""
+        return XdsSnapshot(dict(self.expected), dict(self._content))
+
+    def restore(self, snapshot: XdsSnapshot) -> dict[str, str]:
+        """Put back every file that changed since ``snapshot``, with its old content and old version.
+
+        The old version matters: Envoy skips a route config whose content equals the one it runs and
+        keeps reporting that config's version, so a restore under a new version would never converge.
+
+        Returns:
+            The versions Envoy must report once it runs the snapshot again.
+        """
+        for name, content in snapshot.content.items():
+            if self._content.get(name) == content:
+                continue
+            self._content[name] = content
+            self.expected[name] = snapshot.expected[name]
+            doc = {"version_info": snapshot.expected[name], "resources": json.loads(content)}
+            tmp = self.directory / f".{name}.tmp"
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(self.directory / name)
+        return dict(self.expected)
+
+    def current_clusters(self) -> list[dict[str, Any]]:
+        """The clusters of the last write (typed, as written)."""
+        content = self._content.get(CDS_FILE)
+        return list(json.loads(content)) if content else []
+
     def write(
         self,
         *,
@@ -161,11 +198,18 @@ class XdsFiles:
 
 @dataclass(frozen=True)
 class ConfigVersions:
-    """What ``/config_dump`` says Envoy is running."""
+    """The xDS versions Envoy last accepted, the clusters still warming and the updates it refused.
+
+    Read from the ``version_text`` stats rather than ``/config_dump``: the dump keeps reporting the
+    previous version when an update changes nothing Envoy compares (the same clusters in another
+    order, a field spelled out at its default), so waiting on it would time out; the stats report
+    every accepted update, and one filtered ``/stats`` call is much cheaper than a full config dump.
+    """
 
     clusters: str | None
     routes: dict[str, str]
     warming_clusters: int
+    rejected: int = 0
 
     def matches(self, expected: Mapping[str, str]) -> bool:
         """True when every file in ``expected`` (as :meth:`XdsFiles.write` returns it) is applied."""
@@ -216,28 +260,50 @@ class EnvoyAdmin:
         return ports
 
     def config_versions(self) -> ConfigVersions:
-        """Versions of the dynamic clusters and route configs Envoy has applied."""
-        dump = self.get("/config_dump").json()
+        """Versions of the dynamic clusters and route configs Envoy has accepted."""
+        data = self.get("/stats", format="json", filter=r"(\.version_text|warming_clusters|\.update_rejected)$").json()
         clusters = None
         routes: dict[str, str] = {}
-        warming = 0
-        for cfg in dump.get("configs", []):
-            kind = cfg.get("@type", "").rsplit(".", 1)[-1]
-            if kind == "ClustersConfigDump":
-                clusters = cfg.get("version_info")
-                warming = len(cfg.get("dynamic_warming_clusters", []))
-            elif kind == "RoutesConfigDump":
-                for r in cfg.get("dynamic_route_configs", []):
-                    routes[r.get("route_config", {}).get("name", "")] = r.get("version_info", "")
-        return ConfigVersions(clusters, routes, warming)
+        warming = rejected = 0
+        for stat in data.get("stats", []):
+            name, value = stat.get("name", ""), stat.get("value")
+            if name == "cluster_manager.cds.version_text":
+                clusters = str(value)
+            elif name.endswith(".version_text") and ".rds." in name:
+                # http.<listener stat prefix>.rds.<route config>.version_text
+                routes[name.removesuffix(".version_text").rsplit(".rds.", 1)[1]] = str(value)
+            elif name == "cluster_manager.warming_clusters":
+                warming = int(value)
+            elif name.endswith(".update_rejected"):
+                rejected += int(value)
+        return ConfigVersions(clusters, routes, warming, rejected)
 
-    def wait_converged(self, expected: Mapping[str, str], *, timeout: float = 5.0) -> float:
+    def rejected_updates(self) -> int:
+        """How many xDS updates Envoy has refused so far (every ``*.update_rejected`` counter)."""
+        return self.config_versions().rejected
+
+    def wait_converged(
+        self,
+        expected: Mapping[str, str],
+        *,
+        timeout: float = 5.0,
+        rejected_before: int | None = None,
+        log_path: Path | None = None,
+    ) -> float:
         """Wait until Envoy runs the expected version of every xDS file.
+
+        Args:
+            expected: Versions per file, as :meth:`XdsFiles.write` returns them.
+            timeout: Seconds to wait.
+            rejected_before: :meth:`rejected_updates` before the write; a higher count means Envoy
+                refused the update, which is reported at once instead of after ``timeout``.
+            log_path: Envoy's log, quoted for the reason of a refusal.
 
         Returns:
             Seconds it took.
 
         Raises:
+            MeshSetupError: Envoy refused the update; the message carries Envoy's reason.
             MeshTimeoutError: Envoy did not converge; the message says what it still runs.
         """
         start = time.monotonic()
@@ -246,6 +312,12 @@ class EnvoyAdmin:
             last = self.config_versions()
             if last.matches(expected):
                 return time.monotonic() - start
+            if rejected_before is not None and last.rejected > rejected_before:
+                raise MeshSetupError(
+                    f"Envoy at {self.url} refused the new config: {_rejection_reason(log_path)}. "
+                    "Nothing of it was applied; the previous config keeps running",
+                    log_path=log_path,
+                )
             time.sleep(0.003)
         raise MeshTimeoutError(
             f"Envoy at {self.url} did not apply config {dict(expected)} within {timeout}s; it runs {last}. "
@@ -263,3 +335,19 @@ class EnvoyAdmin:
     def clusters_text(self) -> str:
         """The ``/clusters`` page (host health flags, such as ``failed_outlier_check``)."""
         return self.get("/clusters").text
+
+
+def _rejection_reason(log_path: Path | None) -> str:
+    """Envoy's last "update rejected" log line, without its prefix; Envoy logs it as it counts the refusal."""
+    if log_path is None:
+        return "see the Envoy log"
+    for _ in range(20):
+        try:
+            lines = log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            break
+        for line in reversed(lines):
+            if "update rejected" in line:
+                return line.split("] ", 2)[-1].strip().rstrip(".")
+        time.sleep(0.01)
+    return f"see the Envoy log {log_path}"

@@ -31,9 +31,10 @@ from pytest_meshcheck.chaos.destination import DestinationChaos
 from pytest_meshcheck.errors import ChaosError, MeshSetupError, MeshTimeoutError
 from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
 from pytest_meshcheck.local import bootstrap as bs
-from pytest_meshcheck.local.envoy import CDS_FILE, EnvoyAdmin, XdsFiles, find_envoy, rds_file
+from pytest_meshcheck.local.envoy import CDS_FILE, EnvoyAdmin, XdsFiles, XdsSnapshot, find_envoy, rds_file
 from pytest_meshcheck.local.process import ManagedProcess, ProcessGroup, new_work_dir, sweep_leftovers
 from pytest_meshcheck.local.prometheus import PrometheusServer, find_prometheus
+from pytest_meshcheck.policy.fit import check_policies_fit
 from pytest_meshcheck.policy.model import PolicySet
 from pytest_meshcheck.topology import ServiceSpec, Topology, load_topology
 from pytest_meshcheck.translate import (
@@ -148,7 +149,11 @@ class LocalMesh:
         envoy_bin = find_envoy(self._envoy_bin_opt)
         prom_bin = find_prometheus(self._prom_bin_opt) if self.with_prometheus else None
         if self.gateway_port:
-            _check_port_free(self.gateway_port, "gateway", "--gateway-port")
+            _check_port_free(
+                self.gateway_port, "gateway", "--gateway-port (LocalMesh(gateway_port=...); 0 picks a free one)"
+            )
+        # A policy that does not fit the topology (a subset no version matches) fails before any process starts.
+        check_policies_fit(self.policies, self.topology)
         self.leftovers_removed = sweep_leftovers(self._log)
         work_dir = new_work_dir()
         self.group = ProcessGroup("local mesh", work_dir, keep=self.keep)
@@ -338,7 +343,7 @@ class LocalMesh:
         )  # fmt: skip
         address = self._wait_envoy_ready(admin_path, timeout=10.0)
         self.admin = EnvoyAdmin(address)
-        self.admin.wait_converged(version)
+        self.admin.wait_converged(version, rejected_before=0, log_path=self.envoy.log_path)
         self.ports = self.admin.listener_ports()
         if self.gateway_port is not None:
             self._push()
@@ -375,8 +380,27 @@ class LocalMesh:
         if self.xds is None or self.admin is None:
             raise MeshSetupError("the local mesh is not running; use it inside 'with LocalMesh(...)'")
         clusters, routes = self._resources()
+        t0 = time.monotonic()
+        rejected = self.admin.rejected_updates()
+        log_path = self.envoy.log_path if self.envoy is not None else None
+        names = {c["name"] for c in clusters}
+        stale = [c for c in self.xds.current_clusters() if c["name"] not in names]
+        if stale:
+            # Clusters are written before routes, so the routes still running may point at a cluster
+            # this update removes: requests in between would fail with 503 NC. Keep the old clusters
+            # until the new routes run, then remove them (istiod avoids this through ADS ordering).
+            version = self.xds.write(clusters=[*clusters, *stale], routes=routes)
+            self.admin.wait_converged(version, rejected_before=rejected, log_path=log_path)
         version = self.xds.write(clusters=clusters, routes=routes)
-        return self.admin.wait_converged(version)
+        self.admin.wait_converged(version, rejected_before=rejected, log_path=log_path)
+        return time.monotonic() - t0
+
+    def _rollback(self, snapshot: XdsSnapshot) -> None:
+        """Make Envoy run the config of ``snapshot`` again after a refused or interrupted update."""
+        assert self.xds is not None
+        assert self.admin is not None
+        expected = self.xds.restore(snapshot)
+        self.admin.wait_converged(expected)
 
     # ----------------------------------------------------------------- policies
 
@@ -401,7 +425,7 @@ class LocalMesh:
         """
         before = dict(self._policies)
         self._store(policies)
-        return self._push_or_restore(before)
+        return self._push_or_restore(before, check=True)
 
     def remove(self, policies: PolicySet | Iterable[tuple[str, str, str]]) -> float:
         """Remove policies (objects or ``(kind, namespace, name)`` keys); return the convergence time."""
@@ -420,16 +444,27 @@ class LocalMesh:
         before = dict(self._policies)
         self._policies.clear()
         self._store(policies)
-        return self._push_or_restore(before)
+        return self._push_or_restore(before, check=True)
 
-    def _push_or_restore(self, before: dict[tuple[str, str, str], Any]) -> float:
-        # Translation or convergence failure must not leave a half-applied state behind.
+    def _push_or_restore(self, before: dict[tuple[str, str, str], Any], *, check: bool = False) -> float:
+        """Push the stored policies; on any failure put back ``before``, in memory and in Envoy.
+
+        Raises:
+            TopologyError: With ``check``, the policies reference a subset or port the topology lacks.
+            PolicyError: The policies cannot be translated.
+            MeshSetupError: Envoy refused the update or did not converge; the previous config runs.
+        """
+        # No failure may leave a half-applied state: a translation error writes nothing, and a refused
+        # or interrupted update is rolled back to the files (and versions) Envoy ran before.
+        snapshot = self.xds.snapshot() if self.xds is not None else None
         try:
+            if check:
+                check_policies_fit(self.policies, self.topology)
             return self._push()
         except BaseException:
             self._policies = before
-            if self.admin is not None:
-                self._push()
+            if snapshot is not None and self.admin is not None:
+                self._rollback(snapshot)
             raise
 
     # ----------------------------------------------------------------- endpoints

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,7 +176,12 @@ def write_index(
     """
     directory = Path(report_dir)
     info: Mapping[str, Any] = redact_data(dict(run_info or {}))
-    safe_records = [prepare_record(r) for r in records]
+    # The index needs no series or tables: drop them before the (copying) redaction.
+    light = [
+        replace(r, timeseries={}, prom_series={}, metric_deltas={}, policies=[], chaos=[], load=load_phases(r))
+        for r in records
+    ]
+    safe_records = [prepare_record(r) for r in light]
     write_text(directory / INDEX_JSON, _index_json(safe_records, regressions, info))
     html = (
         template_env()

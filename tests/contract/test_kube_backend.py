@@ -8,9 +8,11 @@ sidecar admin API reports what istiod would push, ``lag`` seconds late.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +31,11 @@ TOPOLOGY = parse_topology(
     {
         "namespace": "shop",
         "services": [
-            {"name": "orders", "port": 8084, "versions": [{"name": "v1", "replicas": 2}, {"name": "v2", "replicas": 1}]},
+            {
+                "name": "orders",
+                "port": 8084,
+                "versions": [{"name": "v1", "replicas": 2}, {"name": "v2", "replicas": 1}],
+            },
             {"name": "payments", "port": 8080},
         ],
     },
@@ -68,15 +74,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
 
 
 @pytest.fixture(scope="module")
-def mesh(cluster: FakeCluster) -> Iterator[KubeBackend]:
-    lines: list[str] = []
-    backend = KubeBackend(cluster.settings(run_id="run00001"), topology=TOPOLOGY, policies=RETRY, log=lines.append)
-    backend.log_lines = lines  # type: ignore[attr-defined]  # kept for the assertions below
-    with backend:
-        yield backend
+def started(cluster: FakeCluster) -> Iterator[tuple[KubeBackend, dict[Any, Any]]]:
+    settings = cluster.settings(run_id="run00001", converge_timeout=2.0)
+    with KubeBackend(settings, topology=TOPOLOGY, policies=RETRY) as backend:
+        yield backend, cluster.api.snapshot()
 
 
-def _objects(cluster: FakeCluster, plural: str, ns: str = "meshcheck-run00001") -> dict[str, dict]:  # type: ignore[type-arg]
+@pytest.fixture
+def mesh(started: tuple[KubeBackend, dict[Any, Any]]) -> KubeBackend:
+    return started[0]
+
+
+def _objects(cluster: FakeCluster, plural: str, ns: str = "meshcheck-run00001") -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in cluster.api.namespaced(plural, ns)}
 
 
@@ -91,20 +100,27 @@ def test_the_run_namespace_is_labelled_and_holds_every_object(cluster: FakeClust
         "meshcheck.io/run-id": "run00001",
         "istio-injection": "enabled",
     }
-    assert ns["annotations"]["meshcheck.io/owner"].endswith(f":{__import__('os').getpid()}")
+    assert ns["annotations"]["meshcheck.io/owner"].endswith(f":{os.getpid()}")
     assert sorted(_objects(cluster, "deployments")) == ["meshcheck-agent", "orders-v1", "orders-v2", "payments-v1"]
     assert sorted(_objects(cluster, "services")) == ["orders", "payments"]
     assert sorted(_objects(cluster, "configmaps")) == ["meshcheck-agent", "meshcheck-echo"]
     assert sorted(_objects(cluster, "sidecars")) == ["default"]
 
 
-def test_initial_policies_go_through_custom_objects_api_rewritten(cluster: FakeCluster, mesh: KubeBackend) -> None:
-    assert ("POST", "/apis/networking.istio.io/v1/namespaces/meshcheck-run00001/virtualservices") in cluster.api.requests
-    vs = _objects(cluster, "virtualservices")
+def test_initial_policies_go_through_custom_objects_api_rewritten(
+    cluster: FakeCluster, started: tuple[KubeBackend, dict[Any, Any]]
+) -> None:
+    mesh, initial = started
+    assert (
+        "POST",
+        "/apis/networking.istio.io/v1/namespaces/meshcheck-run00001/virtualservices",
+    ) in cluster.api.requests
+    vs = {k[3]: o for k, o in initial.items() if k[1] == "virtualservices"}
     assert list(vs) == ["orders-retry-g1"]
     assert vs["orders-retry-g1"]["spec"]["hosts"] == ["orders.meshcheck-run00001.svc.cluster.local"]
     assert vs["orders-retry-g1"]["metadata"]["labels"]["meshcheck.io/run-id"] == "run00001"
     # What scenarios see is the cluster's view: hosts and topology in the run namespace.
+    mesh.replace_all(RETRY)
     assert mesh.policies.virtual_services[0].hosts == ("orders.meshcheck-run00001.svc.cluster.local",)
     assert mesh.topology.service("orders").fqdn == "orders.meshcheck-run00001.svc.cluster.local"
     assert mesh.user_topology.service("orders").namespace == "shop"
@@ -146,31 +162,38 @@ def test_chaos_goes_through_the_agent_to_each_pod(mesh: KubeBackend) -> None:
 
 
 def test_apply_waits_until_the_sidecar_runs_the_new_generation(cluster: FakeCluster, mesh: KubeBackend) -> None:
+    mesh.replace_all(RETRY)
+    before = mesh.generation
     seconds = mesh.apply(RETRY.merged(BREAKER))
+    g = mesh.generation
+    assert g == before + 1
     # The fake proxy reports changes LAG seconds late; returning earlier would mean no real wait.
     assert seconds >= LAG
-    assert sorted(_objects(cluster, "virtualservices")) == ["orders-retry-g2"]
-    assert sorted(_objects(cluster, "destinationrules")) == ["orders-breaker-g2"]
-    dr = _objects(cluster, "destinationrules")["orders-breaker-g2"]
+    assert sorted(_objects(cluster, "virtualservices")) == [f"orders-retry-g{g}"]
+    assert sorted(_objects(cluster, "destinationrules")) == [f"orders-breaker-g{g}"]
+    dr = _objects(cluster, "destinationrules")[f"orders-breaker-g{g}"]
     assert dr["apiVersion"] == "networking.istio.io/v1beta1"
     assert dr["spec"]["host"] == "orders"
     view = mesh.sidecar_view()
-    assert any(p.endswith("/virtual-service/orders-retry-g2") for p in view.configs)
-    assert not any(p.endswith("/virtual-service/orders-retry-g1") for p in view.configs)
-    assert sorted(p.name for p in (*mesh.policies.virtual_services, *mesh.policies.destination_rules)) == [
-        "orders-breaker",
-        "orders-retry",
-    ]
+    assert any(p.endswith(f"/virtual-service/orders-retry-g{g}") for p in view.configs)
+    assert any(p.endswith(f"/destination-rule/orders-breaker-g{g}") for p in view.configs)
+    assert not any(p.endswith(f"/virtual-service/orders-retry-g{before}") for p in view.configs)
+    assert [p.name for p in mesh.policies.virtual_services] == ["orders-retry"]
+    assert [p.name for p in mesh.policies.destination_rules] == ["orders-breaker"]
 
 
 def test_remove_and_replace_all(cluster: FakeCluster, mesh: KubeBackend) -> None:
+    mesh.replace_all(RETRY.merged(BREAKER))
     assert mesh.remove([("DestinationRule", "shop", "orders-breaker")]) >= LAG
     assert _objects(cluster, "destinationrules") == {}
+    assert [p.name for p in mesh.policies.virtual_services] == ["orders-retry"]
     assert mesh.replace_all(BREAKER) >= LAG
     assert sorted(_objects(cluster, "virtualservices")) == []
-    assert sorted(_objects(cluster, "destinationrules")) == ["orders-breaker-g4"]
+    assert sorted(_objects(cluster, "destinationrules")) == [f"orders-breaker-g{mesh.generation}"]
     assert [p.name for p in mesh.policies.destination_rules] == ["orders-breaker"]
     assert mesh.policies.virtual_services == ()
+    assert mesh.remove(BREAKER) >= LAG
+    assert mesh.policies.destination_rules == ()
 
 
 def test_a_policy_without_yaml_fails_before_the_cluster_changes(cluster: FakeCluster, mesh: KubeBackend) -> None:
@@ -184,15 +207,17 @@ def test_a_policy_without_yaml_fails_before_the_cluster_changes(cluster: FakeClu
 
 
 def test_convergence_timeout_names_what_is_missing(cluster: FakeCluster, mesh: KubeBackend) -> None:
+    mesh.replace_all(BREAKER)
     cluster.admin.frozen = True
     try:
         with pytest.raises(MeshTimeoutError) as info:
             mesh.apply(RETRY)
     finally:
         cluster.admin.frozen = False
+    g = mesh.generation
     text = str(info.value)
-    assert "waiting for the caller's sidecar to run policy generation 5" in text
-    assert "VirtualService meshcheck-run00001/orders-retry-g5 not yet in the caller's sidecar" in text
+    assert f"waiting for the caller's sidecar to run policy generation {g}" in text
+    assert f"VirtualService meshcheck-run00001/orders-retry-g{g} not yet in the caller's sidecar" in text
     assert "istioctl analyze -n meshcheck-run00001" in text
 
 

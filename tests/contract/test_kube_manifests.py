@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs installed
 import kubernetes_validate
 import pytest
 import yaml
