@@ -82,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MeshcheckError as exc:
         print(f"meshcheck: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C before the chaos API serves (during start-up): the mesh has already stopped its children.
+        print("meshcheck: interrupted; everything started was stopped", file=sys.stderr)
+        return 130
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -123,6 +127,9 @@ def _up(args: argparse.Namespace) -> int:
     from pytest_meshcheck.topology import load_topology
 
     t0 = time.monotonic()
+    # Until the event loop takes over, SIGTERM must unwind like Ctrl-C so that every child is stopped by
+    # PID and the work directory removed (the default action would leave both to the next sweep).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     chaos_sock = _bind(args.chaos_port, "--chaos-port")
     topology = load_topology(args.topology)
     policies = PolicySet() if args.no_policies else load_policies(*(args.policies or [platform_policies_dir()]))

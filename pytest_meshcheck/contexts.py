@@ -54,9 +54,7 @@ def dry_run_plan(settings: MeshSettings) -> str:
         return kube_plan(settings.kube_settings(), topology, policies, version)
     from pytest_meshcheck.translate import build_clusters, build_route_config
 
-    endpoints = {
-        (s.name, v.name): [("127.0.0.1", 0)] * v.replicas for s in topology.services for v in s.versions
-    }
+    endpoints = {(s.name, v.name): [("127.0.0.1", 0)] * v.replicas for s in topology.services for v in s.versions}
     lines = [
         f"meshcheck dry run: local context, Istio {version} translation, topology {topology.source}",
         f"would start: 1 Prometheus, {topology.instance_count} echo workloads, 1 Envoy (--concurrency 1)",

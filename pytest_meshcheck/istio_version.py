@@ -86,7 +86,7 @@ class IstioVersion:
 
     @property
     def panic_threshold_zero_without_outlier(self) -> bool:
-        """Alias of :attr:`sends_unhealthy_endpoints`, kept for callers that ask about clusters without outlierDetection."""
+        """Alias of :attr:`sends_unhealthy_endpoints`, for callers asking about clusters without outlierDetection."""
         return self.sends_unhealthy_endpoints
 
     @property

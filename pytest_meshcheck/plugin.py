@@ -169,7 +169,9 @@ def mesh(pytestconfig: pytest.Config, mesh_settings: _settings.MeshSettings) -> 
 
 
 @pytest.fixture
-def mesh_policies(mesh: MeshBackend, mesh_settings: _settings.MeshSettings) -> Iterator[MeshPolicies]:
+def mesh_policies(
+    mesh: MeshBackend, mesh_settings: _settings.MeshSettings, request: pytest.FixtureRequest
+) -> Iterator[MeshPolicies]:
     """Apply policies for one test; the mesh's previous policies are restored at teardown."""
     from pytest_meshcheck.harness.policies import MeshPolicies
 
@@ -178,7 +180,7 @@ def mesh_policies(mesh: MeshBackend, mesh_settings: _settings.MeshSettings) -> I
         from pytest_meshcheck.policy import load_policies
 
         user = load_policies(mesh_settings.policies)
-    fixture = MeshPolicies(mesh, user)
+    fixture = MeshPolicies(mesh, user, source=f"{request.node.nodeid} (inline YAML)")
     try:
         yield fixture
     finally:

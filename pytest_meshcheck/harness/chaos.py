@@ -118,7 +118,8 @@ class FaultHandle:
                 InstanceProof(
                     t.name,
                     int(now["requests_received"]) - int(before.get("requests_received", 0)),
-                    int(now["faults_injected"].get(counter, 0)) - int(before.get("faults_injected", {}).get(counter, 0)),
+                    int(now["faults_injected"].get(counter, 0))
+                    - int(before.get("faults_injected", {}).get(counter, 0)),
                 )
             )
         return out
@@ -140,7 +141,8 @@ class FaultHandle:
                 f"chaos not effective: {self.kind} fault {self.spec} on {self.service} was applied but the "
                 f"destination injected nothing ({'it served no request' if served == 0 else detail}); "
                 "the verdict would not be about this fault, so the scenario is an error, not a pass. "
-                "Check that traffic reaches these instances (routing, subsets) and that the fault probability is not tiny"
+                "Check that traffic reaches these instances (routing, subsets) and that the fault probability "
+                "is not tiny"
             )
         return proof
 
@@ -191,7 +193,12 @@ class Chaos:
         return tuple(by_name[n] for n in instances)
 
     def _apply(
-        self, kind: FaultKind, spec: dict[str, Any], service: str, instances: int | Sequence[str] | None, version: str | None
+        self,
+        kind: FaultKind,
+        spec: dict[str, Any],
+        service: str,
+        instances: int | Sequence[str] | None,
+        version: str | None,
     ) -> FaultHandle:
         targets = self._targets(service, instances, version)
         baseline = {t.name: _stats(t) for t in targets}
@@ -256,7 +263,9 @@ class Chaos:
             None,
         )  # fmt: skip
         if existing is not None:
-            patched = dataclasses.replace(existing, http=tuple(dataclasses.replace(r, fault=fault) for r in existing.http))
+            patched = dataclasses.replace(
+                existing, http=tuple(dataclasses.replace(r, fault=fault) for r in existing.http)
+            )
             restore: Any = ("replace", existing)
         else:
             patched = VirtualService(

@@ -27,9 +27,14 @@ def write_setup_error_record(item: pytest.Item, call: Any, settings: MeshSetting
         title=str(doc).strip().splitlines()[0],
         outcome="error",
         message=f"set-up failed before the scenario ran: {type(exc).__name__}: {exc}",
-        context={"mesh_context": settings.context, "istio_version": settings.istio_version or "default",
-                 "seed": settings.seed, "profile": settings.profile, "confidence": settings.confidence,
-                 "run_id": run_id},
+        context={
+            "mesh_context": settings.context,
+            "istio_version": settings.istio_version or "default",
+            "seed": settings.seed,
+            "profile": settings.profile,
+            "confidence": settings.confidence,
+            "run_id": run_id,
+        },
         started_at=now,
         ended_at=now,
         error={

@@ -13,13 +13,15 @@ if TYPE_CHECKING:
     from pytest_meshcheck.backend import MeshBackend
 
 
-def as_policy_set(policies: PolicySet | str | Path) -> PolicySet:
-    """Accept a PolicySet, YAML text, or a file/directory path."""
+def as_policy_set(policies: PolicySet | str | Path, *, source: str = "<inline YAML>") -> PolicySet:
+    """Accept a PolicySet, YAML text (named ``source`` in errors and reports), or a file/directory path."""
     if isinstance(policies, PolicySet):
         return policies
-    if isinstance(policies, Path) or ("\n" not in policies and not policies.lstrip().startswith(("apiVersion", "kind"))):
+    if isinstance(policies, Path) or (
+        "\n" not in policies and not policies.lstrip().startswith(("apiVersion", "kind"))
+    ):
         return load_policies(policies)
-    return load_policy_text(policies, source="<scenario>")
+    return load_policy_text(policies, source=source)
 
 
 class MeshPolicies:
@@ -29,17 +31,23 @@ class MeshPolicies:
         mesh: The mesh backend.
         user_policies: The user's ``--mesh-policies`` set; when given, a scenario's built-in policies
             are replaced by it (``apply(..., builtin=True)``), so the same scenarios verify the user's YAML.
+        source: Name given to inline YAML in errors and reports (the test's node id).
     """
 
-    def __init__(self, mesh: MeshBackend, user_policies: PolicySet | None = None) -> None:
+    def __init__(
+        self, mesh: MeshBackend, user_policies: PolicySet | None = None, *, source: str = "<inline YAML>"
+    ) -> None:
         self._mesh = mesh
+        self.source = source
         self._user = user_policies
         self._snapshot = mesh.policies
         self.applied: list[PolicySet] = []
         self.warnings: list[PolicyWarning] = []
         self.convergence: list[float] = []
 
-    def apply(self, policies: PolicySet | str | Path, *, builtin: bool = True, time_scale: float | None = None) -> PolicySet:
+    def apply(
+        self, policies: PolicySet | str | Path, *, builtin: bool = True, time_scale: float | None = None
+    ) -> PolicySet:
         """Apply policies (added to or replacing same-named ones); return what was applied.
 
         Args:
@@ -47,7 +55,7 @@ class MeshPolicies:
             builtin: The scenario's own policies: replaced by ``--mesh-policies`` when the user gave it.
             time_scale: Multiply every duration by this factor (see :mod:`pytest_meshcheck.policy.scale`).
         """
-        ps = self._user if builtin and self._user is not None else as_policy_set(policies)
+        ps = self._user if builtin and self._user is not None else as_policy_set(policies, source=self.source)
         if time_scale is not None:
             ps = scale_durations(ps, time_scale)
         self.warnings += [*ps.warnings, *check_policies_fit(ps, self._mesh.topology)]

@@ -33,8 +33,8 @@ from pytest_meshcheck.report.record import (
 if TYPE_CHECKING:
     from pytest_meshcheck.backend import MeshBackend
     from pytest_meshcheck.expect import EffectivePolicy, Reason
-    from pytest_meshcheck.load import LoadResult
     from pytest_meshcheck.metrics.prom import Prom
+    from pytest_meshcheck.policy.model import DestinationRule, VirtualService
     from pytest_meshcheck.settings import MeshSettings
 
 # Envoy cluster counters summarised in every report (names as Prometheus exposes them).
@@ -300,7 +300,7 @@ class Scenario:
                 )
 
     def mesh_response_flags(self, service: str) -> dict[str, int] | None:
-        """Response flags of the caller's sidecar for ``service`` since the scenario began, when the context has them."""
+        """Response flags of the caller's sidecar for ``service`` since the scenario began (``None`` if unknown)."""
         flags_for = getattr(self.mesh, "response_flags", None)
         if not callable(flags_for):
             return None
@@ -317,7 +317,9 @@ class Scenario:
         from pytest_meshcheck.metrics.prom import Prom
 
         end = end if end is not None else time.time()
-        prom = Prom(self.mesh.prometheus_url, start=start or self.window_start, base_labels=self.mesh.client_proxy_labels)
+        prom = Prom(
+            self.mesh.prometheus_url, start=start or self.window_start, base_labels=self.mesh.client_proxy_labels
+        )
         prom.end = prom.wait_scraped_after(end, self.mesh.client_proxy_labels, timeout=15.0)
         return prom
 
@@ -387,7 +389,9 @@ class Scenario:
         if not self.services:
             return
         try:
-            prom = self.prom(self.window_start, self.record.ended_at)
+            # The last request ended with the last load phase; a scrape after it is usually already in.
+            last = max((p.ended_at for p in self.load.phases), default=self.record.ended_at)
+            prom = self.prom(self.window_start, last)
         except Exception as exc:  # evidence is best effort at teardown; the checks already ran
             self.record.metric_deltas["(prometheus unavailable)"] = 0.0
             self.record.message = self.record.message or f"Prometheus evidence unavailable: {exc}"
@@ -411,7 +415,8 @@ class Scenario:
         seen: set[tuple[str, str, str]] = set()
         paths = {line.split(" = ")[0].split(" ")[-1] for line in self._reasons}
         for ps in self.policies.applied:
-            for p in (*ps.virtual_services, *ps.destination_rules):
+            items: tuple[VirtualService | DestinationRule, ...] = (*ps.virtual_services, *ps.destination_rules)
+            for p in items:
                 key = (p.kind, p.namespace or "", p.name)
                 if key in seen:
                     continue

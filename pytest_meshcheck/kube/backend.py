@@ -27,45 +27,35 @@ import httpx
 
 from pytest_meshcheck.backend import WorkloadInstance
 from pytest_meshcheck.chaos.destination import DestinationChaos
-from pytest_meshcheck.errors import ChaosError, MeshSetupError, MeshTimeoutError
+from pytest_meshcheck.errors import ChaosError, MeshSetupError
 from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
 from pytest_meshcheck.kube import bootstrap, cleanup, preflight
 from pytest_meshcheck.kube.client import KubeClient, KubeConflict, KubeForbidden
-from pytest_meshcheck.kube.converge import ObjectKey, SidecarView, endpoints_pending, pending, reaches_caller
+from pytest_meshcheck.kube.converge import SidecarView, endpoints_pending
+from pytest_meshcheck.kube.generations import PolicyGenerations, all_policies
 from pytest_meshcheck.kube.manifests import (
     AGENT_NAME,
     AGENT_PORT,
-    ECHO_ADMIN_PORT,
     agent_deployment,
     check_topology_ports,
     namespace_manifest,
-    policy_manifest,
+    workload_instances,
     workload_manifests,
 )
 from pytest_meshcheck.kube.portforward import PortForward
-from pytest_meshcheck.kube.rewrite import HostRewriter, rewrite_policies, rewrite_topology
+from pytest_meshcheck.kube.rewrite import HostRewriter, rewrite_topology
+from pytest_meshcheck.kube.scrape import POD_LABELS, wait_scraped
 from pytest_meshcheck.kube.settings import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL, KubeSettings
-from pytest_meshcheck.kube.wait import wait_until
-from pytest_meshcheck.kube.wire import load_job, result_from_wire
+from pytest_meshcheck.kube.wait import wait_for_value, wait_until
+from pytest_meshcheck.kube.wire import load_job, result_from_wire, run_job
 from pytest_meshcheck.load.profile import LoadError
-from pytest_meshcheck.policy.model import DestinationRule, Policy, PolicySet, VirtualService
+from pytest_meshcheck.policy.model import Policy, PolicySet
 from pytest_meshcheck.topology import Topology, load_topology
 
 if TYPE_CHECKING:
     from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
 
-PolicyKey = tuple[str, str, str]
 _AGENT_LABELS = {"app": AGENT_NAME, "version": "v1"}
-# Prometheus label names of a pod's namespace and name: the addon's current relabelling, then the older one.
-_PROM_LABELS = (("namespace", "pod"), ("kubernetes_namespace", "kubernetes_pod_name"))
-
-
-def _key(p: Policy) -> PolicyKey:
-    return (p.kind, p.namespace or "", p.name)
-
-
-def _all(policies: PolicySet) -> list[Policy]:
-    return [*policies.virtual_services, *policies.destination_rules]
 
 
 class KubeBackend:
@@ -101,8 +91,14 @@ class KubeBackend:
         self.istio_version = self._istio_override or parse_istio_version(None)
         self.istio: preflight.IstioFacts | None = None
         self._initial = policies
-        self._applied: dict[PolicyKey, tuple[Policy, dict[str, Any]]] = {}
-        self._generation = 0
+        self._policies = PolicyGenerations(
+            settings,
+            self.hosts,
+            self.topology,
+            {**_AGENT_LABELS, **settings.labels},
+            self._client,
+            self.sidecar_view,
+        )
         self._log = log or (lambda _m: None)
         self.client: KubeClient | None = None
         self._created_namespace = False
@@ -110,7 +106,7 @@ class KubeBackend:
         self._agent_forward: PortForward | None = None
         self._prom_forward: PortForward | None = None
         self._prom_url = settings.prometheus_url or ""
-        self._prom_labels = _PROM_LABELS[0]
+        self._prom_labels = POD_LABELS[0]
         self._http: httpx.Client | None = None
         self.agent_pod = ""
         self._instances: list[WorkloadInstance] = []
@@ -139,6 +135,10 @@ class KubeBackend:
             MeshSetupError: A preflight check failed (nothing was created), or setting up failed (what
                 was created has been removed again).
         """
+        if self.settings.dry_run:
+            raise MeshSetupError(
+                "--mesh-dry-run touches no cluster: print dry_run_plan(...) instead of starting a backend"
+            )
         t0 = time.monotonic()
         atexit.register(self.stop)
         try:
@@ -173,7 +173,7 @@ class KubeBackend:
             if not s.create:
                 raise
             bootstrap.install_istio(s.kube_context, self._log, kubeconfig=s.kubeconfig)
-            istio = wait_and(lambda: preflight.check_istio(client, s, needed), s.ready_timeout, "istiod ready")
+            istio = wait_for_value(lambda: preflight.check_istio(client, s, needed), s.ready_timeout, "istiod ready")
         self.istio = istio
         self.istio_version = self._istio_override or istio.version
         self._connect_prometheus(client)
@@ -185,7 +185,7 @@ class KubeBackend:
         )
 
     def _initial_policies(self) -> list[Policy]:
-        return _all(self._initial or PolicySet())
+        return all_policies(self._initial or PolicySet())
 
     def _connect_prometheus(self, client: KubeClient) -> None:
         s = self.settings
@@ -199,7 +199,9 @@ class KubeBackend:
             if not s.create:
                 raise
             bootstrap.install_prometheus_addon(client.api_client, bootstrap.prometheus_addon_path(), self._log)
-            target = wait_and(lambda: preflight.find_prometheus(client, s, self.istio), s.ready_timeout, "Prometheus")
+            target = wait_for_value(
+                lambda: preflight.find_prometheus(client, s, self.istio), s.ready_timeout, "Prometheus"
+            )
         forward = self._prom_forward = client.port_forward(target.namespace, target.pod, target.port, self._log)
         self._prom_url = forward.url
         try:
@@ -320,27 +322,8 @@ class KubeBackend:
 
     def _read_instances(self) -> list[WorkloadInstance]:
         assert self._agent_forward is not None
-        out: list[WorkloadInstance] = []
-        for svc in self.topology.services:
-            for version in svc.versions:
-                want = svc.instance_labels(version)
-                selector = ",".join(f"{k}={v}" for k, v in {**want, RUN_ID_LABEL: self.settings.run_id}.items())
-                for pod in sorted(self._pods(selector), key=lambda p: str(p["metadata"]["name"])):
-                    ip = str((pod.get("status") or {}).get("podIP") or "")
-                    if not ip or pod["metadata"].get("deletionTimestamp"):
-                        continue
-                    out.append(
-                        WorkloadInstance(
-                            service=svc.name,
-                            namespace=svc.namespace,
-                            version=version.name,
-                            name=str(pod["metadata"]["name"]),
-                            address=ip,
-                            port=svc.port,
-                            admin_url=f"{self._agent_forward.url}/workload/{ip}:{ECHO_ADMIN_PORT}",
-                        )
-                    )
-        return out
+        pods = self._pods(f"{RUN_ID_LABEL}={self.settings.run_id}")
+        return workload_instances(self.topology, pods, self._agent_forward.url)
 
     def stop(self) -> None:
         """Revert chaos, close the port-forwards and remove the namespace and every object of the run.
@@ -401,16 +384,12 @@ class KubeBackend:
     @property
     def generation(self) -> int:
         """The policy generation in force: 0 before any policy, +1 per apply, remove or replace_all."""
-        return self._generation
+        return self._policies.generation
 
     @property
     def policies(self) -> PolicySet:
         """The policies in force, as they run in the cluster (namespaces and hosts rewritten)."""
-        items = [p for p, _ in self._applied.values()]
-        return PolicySet(
-            tuple(p for p in items if isinstance(p, VirtualService)),
-            tuple(p for p in items if isinstance(p, DestinationRule)),
-        )
+        return self._policies.policies
 
     def apply(self, policies: PolicySet) -> float:
         """Add or replace (by kind, namespace and name) policies.
@@ -418,69 +397,15 @@ class KubeBackend:
         Returns:
             Seconds until the caller's sidecar was seen running them (from its config dump).
         """
-        return self._transition(policies, remove=(), replace=False)
+        return self._policies.change(policies)
 
     def remove(self, policies: PolicySet | Iterable[tuple[str, str, str]]) -> float:
         """Remove policies (objects or ``(kind, namespace, name)`` keys); return the convergence time."""
-        if isinstance(policies, PolicySet):
-            rewritten = rewrite_policies(policies, self.hosts)
-            keys = [_key(p) for p in _all(rewritten)]
-        else:
-            keys = [(kind, self.hosts.namespace(ns or None), name) for kind, ns, name in policies]
-        return self._transition(PolicySet(), remove=keys, replace=False)
+        return self._policies.change(PolicySet(), remove=self._policies.keys(policies))
 
     def replace_all(self, policies: PolicySet) -> float:
         """Make ``policies`` the only ones in force; return the convergence time."""
-        return self._transition(policies, remove=(), replace=True)
-
-    def _transition(self, policies: PolicySet, *, remove: Iterable[PolicyKey], replace: bool) -> float:
-        client = self._client()
-        rewritten = rewrite_policies(policies, self.hosts)
-        generation = self._generation + 1
-        # Build every manifest first: a policy without YAML fails before the cluster changes.
-        new = {_key(p): (p, policy_manifest(p, self.settings, self.hosts, generation)) for p in _all(rewritten)}
-        gone = set(remove) | (set(self._applied) - set(new) if replace else set())
-        old = [self._applied[k][1] for k in (set(new) | gone) if k in self._applied]
-        t0 = time.monotonic()
-        created: list[dict[str, Any]] = []
-        try:
-            for _, manifest in new.values():
-                client.create(manifest)
-                created.append(manifest)
-        except BaseException:
-            for manifest in created:
-                with contextlib.suppress(MeshSetupError):
-                    self._delete_policy(client, manifest)
-            raise
-        self._generation = generation
-        for manifest in old:
-            self._delete_policy(client, manifest)
-        for k in gone:
-            self._applied.pop(k, None)
-        self._applied.update(new)
-        labels = {**_AGENT_LABELS, **self.settings.labels}
-        present = [ObjectKey.of(m) for _, m in new.values() if reaches_caller(m, self.topology, labels)]
-        absent = [ObjectKey.of(m) for m in old if reaches_caller(m, self.topology, labels)]
-        if not present and not absent:
-            return time.monotonic() - t0
-
-        def check() -> tuple[bool, object]:
-            lines = pending(self.sidecar_view(), present, absent)
-            return not lines, "; ".join(lines)
-
-        wait_until(
-            check,
-            timeout=self.settings.converge_timeout,
-            description=f"the caller's sidecar to run policy generation {generation}",
-            fix="istiod may reject or ignore the policy (a second VirtualService for the same host, for one); "
-            "check 'istioctl analyze -n " + self.settings.namespace + "' and istiod's logs",
-        )
-        return time.monotonic() - t0
-
-    @staticmethod
-    def _delete_policy(client: KubeClient, manifest: Mapping[str, Any]) -> None:
-        meta = manifest["metadata"]
-        client.delete_custom(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        return self._policies.change(policies, replace=True)
 
     # ------------------------------------------------------------------ workloads, chaos, load
 
@@ -521,19 +446,8 @@ class KubeBackend:
         if self._http is None:
             raise MeshSetupError("the cluster mesh is not running; use it inside 'with KubeBackend(...)'")
         budget = profile.duration + job["grace"] + 60.0
-        try:
-            resp = self._http.post("/load", json=job, timeout=budget)
-        except httpx.TimeoutException as exc:
-            raise MeshTimeoutError(
-                f"the agent did not answer a {profile.duration:g}s load run within {budget:g}s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise MeshSetupError(f"the agent ({self.agent_pod}) is unreachable: {exc}") from exc
-        if resp.status_code == 400:
-            raise LoadError(resp.json().get("error", resp.text))
-        if resp.status_code != 200:
-            raise MeshSetupError(f"the agent's load run failed: HTTP {resp.status_code} {resp.text.strip()[:300]}")
-        return result_from_wire(profile, resp.json())
+        answer = run_job(self._http, job, budget=budget)
+        return result_from_wire(profile, answer)
 
     # ------------------------------------------------------------------ Prometheus
 
@@ -555,30 +469,9 @@ class KubeBackend:
 
         The addon scrapes every 15 s, so the first wait takes up to that long.
         """
-        wanted = {self.agent_pod, *(i.name for i in self._instances)}
-
-        def check() -> tuple[bool, object]:
-            for ns_label, pod_label in _PROM_LABELS:
-                query = f'up{{{ns_label}="{self.settings.namespace}"}} == 1'
-                try:
-                    resp = httpx.get(self.prometheus_url + "/api/v1/query", params={"query": query}, timeout=5.0)
-                    results = resp.json()["data"]["result"]
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    return False, f"query failed: {exc}"
-                seen = {r["metric"].get(pod_label) for r in results}
-                if results:
-                    self._prom_labels = (ns_label, pod_label)
-                    missing = sorted(wanted - seen)
-                    return not missing, f"not yet scraped: {', '.join(missing)}"
-            return False, f"no target of namespace {self.settings.namespace} scraped yet"
-
-        return wait_until(
-            check,
-            timeout=timeout,
-            description="Prometheus to scrape the agent and echo pods",
-            interval=1.0,
-            fix=f"Check the targets page ({self.prometheus_url}/targets) for pods of {self.settings.namespace}",
-        )
+        pods = {self.agent_pod, *(i.name for i in self._instances)}
+        waited, self._prom_labels = wait_scraped(self.prometheus_url, self.settings.namespace, pods, timeout=timeout)
+        return waited
 
     def describe(self) -> dict[str, str]:
         """Facts for reports and the session header."""
@@ -603,18 +496,3 @@ class KubeBackend:
         if self.agent_pod:
             facts["agent_pod"] = self.agent_pod
         return facts
-
-
-def wait_and(fetch: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Retry ``fetch`` until it stops raising :class:`MeshSetupError` (after a bootstrap step); return its value."""
-    holder: list[Any] = []
-
-    def check() -> tuple[bool, object]:
-        try:
-            holder.append(fetch())
-        except MeshSetupError as exc:
-            return False, str(exc)
-        return True, ""
-
-    wait_until(check, timeout=timeout, description=what, interval=2.0)
-    return holder[-1]

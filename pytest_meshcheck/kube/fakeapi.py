@@ -332,6 +332,8 @@ class FakeKubeAPI:
                 f'{plural} is forbidden: User "{user}" cannot {verb} resource "{plural}" in API group "{group}"'
                 + (f' in the namespace "{ns}"' if ns else " at the cluster scope"),
             )
+        # Bodies are read before the lock is taken: awaiting while holding it would block the event loop.
+        patch = await request.json() if request.method == "PATCH" else {}
         with self._lock:
             if request.method == "GET" and name:
                 obj = self.objects.get((group, plural, ns, name))
@@ -353,7 +355,6 @@ class FakeKubeAPI:
                 obj = self.objects.get((group, plural, ns, name))
                 if obj is None:
                     return _status(404, "NotFound", f'{plural} "{name}" not found')
-                patch = await request.json()
                 kind = request.content_type
                 if kind not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
                     # What a real API server says to an object body sent as a JSON Patch (a list of operations).

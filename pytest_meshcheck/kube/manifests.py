@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_meshcheck.backend import WorkloadInstance
 from pytest_meshcheck.kube.rewrite import HostRewriter, policy_document, rewrite_document
 from pytest_meshcheck.kube.settings import (
     COMPONENT_LABEL,
@@ -375,6 +376,41 @@ def check_topology_ports(topology: Topology) -> None:
                 f"{topology.source}: service {svc.name!r} uses port {svc.port}, which a cluster run reserves "
                 f"(the echo admin port {ECHO_ADMIN_PORT}, or Istio's proxy ports 15000-15099); choose another port"
             )
+
+
+def workload_instances(topology: Topology, pods: list[dict[str, Any]], agent_url: str) -> list[WorkloadInstance]:
+    """The running echo pods as :class:`WorkloadInstance`, in topology order, admin through the agent's relay.
+
+    Args:
+        topology: The run's topology (services in the run namespace).
+        pods: The run's pods, as the API returns them.
+        agent_url: Base URL of the agent (its port-forward).
+    """
+    out: list[WorkloadInstance] = []
+    for svc in topology.services:
+        for version in svc.versions:
+            want = svc.instance_labels(version).items()
+            chosen = [
+                p
+                for p in pods
+                if want <= (p["metadata"].get("labels") or {}).items()
+                and (p.get("status") or {}).get("podIP")
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+            for pod in sorted(chosen, key=lambda p: str(p["metadata"]["name"])):
+                ip = str(pod["status"]["podIP"])
+                out.append(
+                    WorkloadInstance(
+                        service=svc.name,
+                        namespace=svc.namespace,
+                        version=version.name,
+                        name=str(pod["metadata"]["name"]),
+                        address=ip,
+                        port=svc.port,
+                        admin_url=f"{agent_url}/workload/{ip}:{ECHO_ADMIN_PORT}",
+                    )
+                )
+    return out
 
 
 def object_ref(obj: Manifest) -> str:

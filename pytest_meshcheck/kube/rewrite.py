@@ -3,7 +3,9 @@
 Every service of the topology runs in ``meshcheck-<run id>``. Host names that name a topology service in
 its own namespace are rewritten to the same service in the run namespace, in every form Istio accepts
 (``svc.ns.svc.cluster.local``, ``svc.ns.svc``, ``svc.ns`` and ``*.ns.svc.cluster.local``); short names stay
-as they are, since they resolve relative to the policy's namespace, which becomes the run namespace too.
+as they are, since they resolve relative to the policy's namespace, which becomes the run namespace too:
+every policy is applied in the run namespace, whatever namespace its document names, so a run never
+writes into a namespace it did not create.
 Hosts of other services are left unchanged. The rewritten topology and policies are what a cluster run
 reports, so cluster names (``outbound|8084||order-service.meshcheck-1a2b3c4d.svc.cluster.local``) match
 what Prometheus holds.
@@ -109,12 +111,12 @@ def rewrite_policy(policy: Policy, hosts: HostRewriter) -> Policy:
     if isinstance(policy, VirtualService):
         return dataclasses.replace(
             policy,
-            namespace=hosts.namespace(policy.namespace),
+            namespace=hosts.run_namespace,
             hosts=tuple(hosts.host(h) for h in policy.hosts),
             gateways=tuple(hosts.gateway(g) for g in policy.gateways),
             http=tuple(_route(r, hosts) for r in policy.http),
         )
-    return dataclasses.replace(policy, namespace=hosts.namespace(policy.namespace), host=hosts.host(policy.host))
+    return dataclasses.replace(policy, namespace=hosts.run_namespace, host=hosts.host(policy.host))
 
 
 def rewrite_policies(policies: PolicySet, hosts: HostRewriter) -> PolicySet:
@@ -198,7 +200,8 @@ def rewrite_document(doc: dict[str, Any], hosts: HostRewriter) -> dict[str, Any]
     meta = out.setdefault("metadata", {})
     for key in _SERVER_METADATA:
         meta.pop(key, None)
-    meta["namespace"] = hosts.namespace(meta.get("namespace"))
+    # Whatever namespace the document names, it is applied in the run namespace: a run never writes elsewhere.
+    meta["namespace"] = hosts.run_namespace
     spec = out.get("spec")
     if not isinstance(spec, dict):
         return out

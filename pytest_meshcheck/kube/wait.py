@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
-from pytest_meshcheck.errors import MeshTimeoutError
+from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError
+
+_T = TypeVar("_T")
 
 
 def wait_until(
@@ -42,3 +45,22 @@ def wait_until(
             message = f"timed out after {timeout:g}s waiting for {description}; last observed: {observed}"
             raise MeshTimeoutError(message + (f". {fix}" if fix else ""))
         sleep(min(interval, max(0.0, timeout - elapsed)))
+
+
+def wait_for_value(fetch: Callable[[], _T], timeout: float, what: str, *, interval: float = 2.0) -> _T:
+    """Call ``fetch`` until it stops raising :class:`MeshSetupError` (say, after an install); return its value.
+
+    Raises:
+        MeshTimeoutError: It still raised after ``timeout``; the last error is in the message.
+    """
+    holder: list[_T] = []
+
+    def check() -> tuple[bool, object]:
+        try:
+            holder.append(fetch())
+        except MeshSetupError as exc:
+            return False, str(exc)
+        return True, ""
+
+    wait_until(check, timeout=timeout, description=what, interval=interval)
+    return holder[-1]

@@ -14,9 +14,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import httpx
 import numpy as np
 
-from pytest_meshcheck.errors import MeshSetupError
+from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError
+from pytest_meshcheck.kube.wait import wait_until
 from pytest_meshcheck.load.profile import ClosedLoop, LoadError, OpenLoop
 from pytest_meshcheck.load.records import LoadRecords
 from pytest_meshcheck.load.request import build_request
@@ -125,3 +127,57 @@ def result_from_wire(profile: OpenLoop | ClosedLoop, answer: Mapping[str, Any]) 
     started_wall = float(answer["started_wall"])
     started_monotonic = started_wall + (time.monotonic() - time.time())
     return LoadResult(profile, records, started_monotonic, started_wall, str(answer.get("event_loop", "")))
+
+
+def _error(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("error", resp.text))
+    except ValueError:
+        return resp.text.strip()[:300]
+
+
+def run_job(http: httpx.Client, job: Mapping[str, Any], *, budget: float, interval: float = 0.25) -> dict[str, Any]:
+    """Start a load job on the agent and poll until its answer arrives.
+
+    The run is started and collected in separate short requests, so no connection stays idle for the
+    whole run (load balancers in front of API servers cut idle streams).
+
+    Args:
+        http: Client whose ``base_url`` is the agent.
+        job: From :func:`load_job`.
+        budget: Seconds allowed for the whole run, answer included.
+        interval: Seconds between polls.
+
+    Raises:
+        LoadError: The agent refused the job as invalid (400).
+        MeshTimeoutError: No answer within ``budget``.
+        MeshSetupError: The agent is unreachable, busy, or the run failed.
+    """
+    try:
+        resp = http.post("/load", json=dict(job))
+    except httpx.HTTPError as exc:
+        raise MeshSetupError(f"the load agent is unreachable: {exc}") from exc
+    if resp.status_code == 400:
+        raise LoadError(_error(resp))
+    if resp.status_code != 202:
+        raise MeshSetupError(f"the load agent refused the job: HTTP {resp.status_code}: {_error(resp)}")
+    job_id = str(resp.json()["job"])
+    answer: dict[str, Any] = {}
+
+    def check() -> tuple[bool, object]:
+        try:
+            poll = http.get(f"/load/{job_id}")
+        except httpx.HTTPError as exc:
+            return False, f"poll failed: {exc}"
+        if poll.status_code == 202:
+            return False, f"running for {poll.json().get('elapsed', 0):.1f}s"
+        if poll.status_code != 200:
+            raise MeshSetupError(f"load job {job_id} on the agent failed: HTTP {poll.status_code}: {_error(poll)}")
+        answer.update(poll.json())
+        return True, "done"
+
+    try:
+        wait_until(check, timeout=budget, description=f"load job {job_id} on the agent", interval=interval)
+    except MeshTimeoutError as exc:
+        raise MeshTimeoutError(f"{exc}; the agent pod may be overloaded or restarting") from exc
+    return answer

@@ -22,8 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -67,6 +68,28 @@ def _set_parent_death_signal() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while a child is forked and recorded, and deliver it right after.
+
+    A KeyboardInterrupt between fork and recording would leave a child nobody stops, and one raised
+    in Python's at-fork hooks is swallowed ("Exception ignored in ... _releaseLock"), losing the Ctrl-C.
+    Only the main thread receives signals; elsewhere there is nothing to defer.
+    """
+    # A handler installed outside Python (getsignal() is None) could not be put back: leave it alone.
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 @dataclass
@@ -127,6 +150,12 @@ class ProcessGroup:
         Raises:
             MeshSetupError: The executable does not exist or cannot run.
         """
+        with _ctrl_c_deferred():
+            return self._start(name, argv, env, stdout_pipe)
+
+    def _start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None, stdout_pipe: bool
+    ) -> ManagedProcess:
         log_path = self.work_dir / f"{name}.log"
         log: IO[bytes] = log_path.open("ab")
         try:

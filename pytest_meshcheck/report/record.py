@@ -26,6 +26,8 @@ def report_stem(nodeid: str) -> str:
     if len(stem) > _STEM_MAX:
         stem = stem[: _STEM_MAX - 9] + "-" + hashlib.sha1(nodeid.encode()).hexdigest()[:8]
     return stem
+
+
 Outcome = Literal["passed", "failed", "error", "xfailed", "xpassed", "skipped"]
 
 

@@ -217,6 +217,19 @@ def _headline(record: ScenarioRecord) -> str:
     return "The scenario was skipped."
 
 
+def _check_views(checks: list[CheckRecord]) -> list[dict[str, Any]]:
+    # Consecutive checks usually rest on the same policy lines; listing them once keeps the table readable.
+    views: list[dict[str, Any]] = []
+    previous: list[str] | None = None
+    for check in checks:
+        view = _check_view(check)
+        view["same_reasons"] = bool(check.reasons) and check.reasons == previous
+        if check.reasons:
+            previous = check.reasons
+        views.append(view)
+    return views
+
+
 def _check_view(check: CheckRecord) -> dict[str, Any]:
     return {
         "name": check.name,
@@ -351,8 +364,8 @@ def scenario_view(record: ScenarioRecord) -> dict[str, Any]:
         "headline": _headline(record),
         "duration": format_duration(scenario_duration(record)) if scenario_duration(record) else "-",
         "requests": total_requests(record),
-        "checks": [_check_view(c) for c in record.checks],
-        "failed_checks": [_check_view(c) for c in record.checks if not c.passed],
+        "checks": _check_views(record.checks),
+        "failed_checks": [{**_check_view(c), "same_reasons": False} for c in record.checks if not c.passed],
         "policies": _policy_view(record),
         "chaos": _chaos_view(record, start),
         "load": _load_view(record),

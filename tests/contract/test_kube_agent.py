@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ from pytest_meshcheck.chaos.destination import DestinationChaos, error_spec
 from pytest_meshcheck.kube import agent_records
 from pytest_meshcheck.kube.converge import ObjectKey, SidecarView
 from pytest_meshcheck.kube.manifests import AGENT_FILES, ECHO_FILES, write_shipped_files
-from pytest_meshcheck.kube.wire import load_job, result_from_wire
-from pytest_meshcheck.load import OpenLoop, run_load
+from pytest_meshcheck.kube.wire import load_job, result_from_wire, run_job
+from pytest_meshcheck.load import LoadError, OpenLoop, run_load
 from pytest_meshcheck.load import records as real_records
 from pytest_meshcheck.load.testing import EnvoyProcess, bootstrap
 
@@ -122,9 +123,8 @@ def test_health_reports_the_engine_importable(agent: str) -> None:
 def test_load_through_the_sidecar_gives_the_same_records_as_the_local_engine(agent: str, sidecar: EnvoyProcess) -> None:
     profile = OpenLoop(rate=200, duration=0.5, max_requests=100)
     job = load_job("http://orders:8084/items?x=1", profile, host="orders:8084", record_headers=["x-meshcheck-service"])
-    resp = httpx.post(agent + "/load", json=job, timeout=30)
-    assert resp.status_code == 200, resp.text
-    remote = result_from_wire(profile, resp.json())
+    with httpx.Client(base_url=agent) as http:
+        remote = result_from_wire(profile, run_job(http, job, budget=30))
     local = run_load(
         sidecar.url + "/items?x=1", profile, host="orders:8084", record_headers=["x-meshcheck-service"], isolate=False
     )
@@ -151,6 +151,28 @@ def test_a_bad_job_is_refused_naming_the_field(agent: str) -> None:
     resp = httpx.post(agent + "/load", json={"profile": {"kind": "open"}})
     assert resp.status_code == 400
     assert "missing field 'url'" in resp.json()["error"]
+    # A 400 becomes the same LoadError the local engine raises.
+    with httpx.Client(base_url=agent) as http, pytest.raises(LoadError, match=r"OpenLoop\.rate"):
+        run_job(http, job, budget=5)
+
+
+def test_one_job_at_a_time_and_answers_are_fetched_once(agent: str) -> None:
+    profile = OpenLoop(rate=20, duration=1.0, max_requests=20)
+    job = load_job("http://orders:8084/", profile, host="orders:8084")
+    first = httpx.post(agent + "/load", json=job)
+    assert first.status_code == 202
+    busy = httpx.post(agent + "/load", json=job)
+    assert busy.status_code == 409
+    assert "already running" in busy.json()["error"]
+    job_id = first.json()["job"]
+    assert httpx.get(f"{agent}/load/{job_id}").json()["state"] == "running"
+    deadline = time.monotonic() + 30
+    while (resp := httpx.get(f"{agent}/load/{job_id}")).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert resp.status_code == 200
+    assert result_from_wire(profile, resp.json()).count == 20
+    gone = httpx.get(f"{agent}/load/{job_id}")
+    assert gone.status_code == 404
 
 
 @dataclass(frozen=True)
@@ -165,11 +187,12 @@ def test_chaos_reaches_the_pod_through_the_agent(agent: str) -> None:
     target = Target("orders", "orders-v1-abc", f"{agent}/workload/{POD_IP}:{ADMIN_PORT}")
     profile = OpenLoop(rate=100, duration=0.2, max_requests=20)
     job = load_job("http://orders:8084/", profile, host="orders:8084")
-    with chaos.fault("error", error_spec(1.0, status=503), [target]):
-        state = httpx.get(target.admin_url + "/chaos").json()
-        assert state["chaos"] == {"error": {"status": 503, "probability": 1.0}}
-        faulty = result_from_wire(profile, httpx.post(agent + "/load", json=job, timeout=30).json())
-    healthy = result_from_wire(profile, httpx.post(agent + "/load", json=job, timeout=30).json())
+    with httpx.Client(base_url=agent) as http:
+        with chaos.fault("error", error_spec(1.0, status=503), [target]):
+            state = httpx.get(target.admin_url + "/chaos").json()
+            assert state["chaos"] == {"error": {"status": 503, "probability": 1.0}}
+            faulty = result_from_wire(profile, run_job(http, job, budget=30))
+        healthy = result_from_wire(profile, run_job(http, job, budget=30))
     # The bootstrap route has no retry policy, so every 503 reaches the client.
     assert faulty.status_histogram() == {503: 20}
     assert healthy.status_histogram() == {200: 20}

@@ -19,7 +19,7 @@ import yaml
 
 from pytest_meshcheck.backend import MeshBackend
 from pytest_meshcheck.chaos.destination import error_spec
-from pytest_meshcheck.errors import MeshTimeoutError, PolicyError
+from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError, PolicyError
 from pytest_meshcheck.kube.backend import KubeBackend
 from pytest_meshcheck.kube.testing import FakeCluster
 from pytest_meshcheck.load import LoadError, OpenLoop
@@ -294,3 +294,10 @@ def test_dry_run_plan_matches_what_a_run_creates(tmp_path: Path) -> None:
         if o["metadata"].get("labels", {}).get("meshcheck.io/run-id") == "plan0001" and o["kind"] != "Pod"
     }
     assert planned_refs == created_refs
+
+
+def test_a_dry_run_never_touches_the_cluster(tmp_path: Path) -> None:
+    with FakeCluster(tmp_path) as cluster:
+        with pytest.raises(MeshSetupError, match="--mesh-dry-run touches no cluster"):
+            KubeBackend(cluster.settings(dry_run=True), topology=TOPOLOGY).start()
+        assert cluster.api.requests == []

@@ -340,3 +340,10 @@ def test_reserved_ports_and_colliding_names_are_refused() -> None:
     )
     with pytest.raises(TopologyError, match="exists in namespaces 'x' and 'y'"):
         rewrite_topology(topo, "meshcheck-1")
+
+
+def test_a_policy_of_another_namespace_is_still_applied_in_the_run_namespace() -> None:
+    text = VS_TEXT.replace("namespace: platform-core", "namespace: payments-team")
+    vs = load_policy_text(text).virtual_services[0]
+    doc = policy_manifest(vs, SETTINGS, HostRewriter(load_topology(), "meshcheck-c0ffee01"), 1)
+    assert doc["metadata"]["namespace"] == "meshcheck-c0ffee01"

@@ -40,16 +40,21 @@ with open("inert.json", "w") as f:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "old_reports"),
     [
-        pytest.param([], id="unrelated-run"),
-        pytest.param(["--help"], id="help"),
-        pytest.param(["--fixtures"], id="fixtures"),
-        pytest.param(["--mesh-profile=smoke", "--mesh-keep"], id="unrelated-run-with-options"),
+        pytest.param([], False, id="unrelated-run"),
+        pytest.param(["--help"], False, id="help"),
+        pytest.param(["--fixtures"], False, id="fixtures"),
+        pytest.param(["--mesh-profile=smoke", "--mesh-keep"], False, id="unrelated-run-with-options"),
+        # A directory that holds an earlier run's reports: an unrelated run must neither read nor rewrite them.
+        pytest.param([], True, id="unrelated-run-next-to-old-reports"),
     ],
 )
-def test_plugin_is_inert_when_unused(pytester: pytest.Pytester, args: list[str]) -> None:
+def test_plugin_is_inert_when_unused(pytester: pytest.Pytester, args: list[str], old_reports: bool) -> None:
     pytester.makepyfile(test_plain="def test_plain():\n    assert 1 + 1 == 2\n")
+    if old_reports:
+        old = pytester.mkdir("reports") / "test_x.py__test_y.json"
+        old.write_text(json.dumps({"nodeid": "test_x.py::test_y", "schema": 1, "outcome": "passed"}))
 
     result = pytester.run(sys.executable, "-c", WATCH, "-p", "no:cacheprovider", *args, timeout=120)
 
@@ -62,3 +67,5 @@ def test_plugin_is_inert_when_unused(pytester: pytest.Pytester, args: list[str])
     assert sorted(m for m in loaded if m.startswith("pytest_meshcheck")) == sorted(GLUE)
     assert seen["events"] == []
     assert seen["state_files"] == []
+    if old_reports:
+        assert sorted(p.name for p in (pytester.path / "reports").iterdir()) == ["test_x.py__test_y.json"]
