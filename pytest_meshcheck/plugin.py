@@ -81,7 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     config.stash[RUN_ID_KEY] = (workerinput.get("meshcheck_run_id", "") if workerinput else "") or uuid.uuid4().hex[:10]
     config.addinivalue_line("markers", "meshcheck: test uses pytest-meshcheck fixtures (applied automatically)")
-    if not settings.is_local and not settings.dry_run:
+    if not settings.is_local and not settings.dry_run and not settings.create:
         from pytest_meshcheck.contexts import check_kube_context
 
         problem = check_kube_context(settings)
@@ -95,15 +95,21 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["meshcheck_run_id"] = node.config.stash[RUN_ID_KEY]
 
 
-def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    """``--mesh-dry-run``: print what a run would create and check, then exit 0."""
-    if not config.getoption("mesh_dry_run", None) or config.option.help:
-        return None
-    settings = _settings.resolve(config)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """``--mesh-dry-run``: print what a run would create and check, then exit 0 before anything starts."""
+    settings = session.config.stash[SETTINGS_KEY]
+    if not settings.dry_run:
+        return
     from pytest_meshcheck.contexts import dry_run_plan
 
-    print(dry_run_plan(settings))
-    return 0
+    scenarios = [item.nodeid for item in session.items if "scenario" in getattr(item, "fixturenames", ())]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    plan = dry_run_plan(settings, scenarios)
+    if reporter is not None:
+        reporter.write_line(plan)
+    else:
+        print(plan)
+    pytest.exit("meshcheck: dry run complete; nothing was created", returncode=0)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -203,11 +209,21 @@ def chaos(mesh: MeshBackend, mesh_policies: MeshPolicies) -> Iterator[Chaos]:
 
 
 @pytest.fixture
-def load(mesh: MeshBackend) -> LoadDriver:
-    """Bounded open- and closed-loop load through the caller's sidecar; one record per request."""
-    from pytest_meshcheck.harness.load import LoadDriver
+def load(mesh: MeshBackend, request: pytest.FixtureRequest) -> Iterator[LoadDriver]:
+    """Bounded open- and closed-loop load through the caller's sidecar; one record per request.
 
-    return LoadDriver(mesh)
+    Long runs show a live progress line (phase, requests sent, success ratio) on a terminal, one summary
+    line in non-TTY logs, and nothing with ``-q`` or on xdist workers.
+    """
+    from pytest_meshcheck.harness.load import LoadDriver
+    from pytest_meshcheck.report.progress import progress_for
+
+    progress = progress_for(request.config, request.node.name)
+    driver = LoadDriver(mesh, progress)
+    try:
+        yield driver
+    finally:
+        progress.close()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ scenarios size their samples explicitly). Results are kept so the scenario repor
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
 
 if TYPE_CHECKING:
     from pytest_meshcheck.backend import MeshBackend
+    from pytest_meshcheck.report.progress import Progress
 
 
 @dataclass
@@ -39,10 +41,44 @@ class LoadDriver:
         listeners: Called after every run (the scenario recorder and the progress display listen here).
     """
 
-    def __init__(self, mesh: MeshBackend) -> None:
+    def __init__(self, mesh: MeshBackend, progress: Progress | None = None) -> None:
         self._mesh = mesh
+        self.progress = progress
         self.listeners: list[Callable[[LoadPhase], None]] = []
         self.phases: list[LoadPhase] = []
+        self._sent = self._ok = 0
+
+    def _run_with_progress(
+        self, service: str, profile: OpenLoop | ClosedLoop, path: str, headers: Mapping[str, str] | None
+    ) -> LoadResult:
+        # The engine runs in a child process and reports only at the end, so live numbers come from the
+        # caller's sidecar (the backend's live_counts) while the load runs in a worker thread.
+        assert self.progress is not None
+        live = getattr(self._mesh, "live_counts", None)
+        outcome: dict[str, LoadResult | BaseException] = {}
+
+        def work() -> None:
+            try:
+                outcome["result"] = self._mesh.run_load(service, profile, path=path, headers=headers)
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        base = live(service) if callable(live) else None
+        worker = threading.Thread(target=work, name="meshcheck-load", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.5)
+            if base is not None and callable(live):
+                done, ok = live(service)
+                self.progress.update(f"load on {service}", self._sent + done - base[0], self._ok + ok - base[1])
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        result = outcome["result"]
+        assert isinstance(result, LoadResult)
+        self._sent += result.count
+        self._ok += result.success_count
+        self.progress.update(f"load on {service} done", self._sent, self._ok)
+        return result
 
     def run(
         self,
@@ -54,7 +90,10 @@ class LoadDriver:
     ) -> LoadResult:
         """Run one load profile against ``service`` and record it."""
         started = time.time()
-        result = self._mesh.run_load(service, profile, path=path, headers=headers)
+        if self.progress is not None:
+            result = self._run_with_progress(service, profile, path, headers)
+        else:
+            result = self._mesh.run_load(service, profile, path=path, headers=headers)
         phase = LoadPhase(service, path, profile, result, started, time.time())
         self.phases.append(phase)
         for listener in self.listeners:

@@ -592,3 +592,12 @@ class LocalMesh:
             flag = str(entry.get("response_flags") or "-")
             counts[flag] = counts.get(flag, 0) + 1
         return counts
+
+    def live_counts(self, service: str) -> tuple[int, int]:
+        """Requests the sidecar completed towards ``service`` so far, and how many got a 2xx (for progress)."""
+        assert self.admin is not None
+        fqdn = self.topology.service(service).fqdn.replace(".", r"\.")
+        stats = self.admin.stats(rf"^cluster\.outbound\|[0-9]+\|[^|]*\|{fqdn}\.upstream_rq_(completed|2xx)$")
+        done = sum(v for k, v in stats.items() if k.endswith("_completed"))
+        ok = sum(v for k, v in stats.items() if k.endswith("_2xx"))
+        return done, ok
