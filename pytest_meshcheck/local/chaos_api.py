@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from pytest_meshcheck.backend import WorkloadInstance
-from pytest_meshcheck.chaos.destination import DestinationChaos, error_spec, latency_spec, reset_spec
+from pytest_meshcheck.chaos.destination import DestinationChaos, FaultKind, error_spec, latency_spec, reset_spec
 from pytest_meshcheck.errors import ChaosError, TopologyError
 from pytest_meshcheck.local.mesh import LocalMesh
 
@@ -65,14 +65,17 @@ def build_app(mesh: LocalMesh, chaos: DestinationChaos) -> web.Application:
         targets = _service_targets(mesh, body)
         rate = _number(body, "errorRate")
         error_type = body.get("errorType", "HTTP_500")
+        kind: FaultKind
+        other: FaultKind
         if error_type == "RESET":
-            await asyncio.to_thread(chaos.clear, targets, "error")
-            fault = await asyncio.to_thread(chaos.apply, "reset", reset_spec(rate), targets)
+            kind, other, spec = "reset", "error", reset_spec(rate)
         elif isinstance(error_type, str) and (m := _HTTP_TYPE.match(error_type)):
-            await asyncio.to_thread(chaos.clear, targets, "reset")
-            fault = await asyncio.to_thread(chaos.apply, "error", error_spec(rate, int(m.group(1))), targets)
+            kind, other, spec = "error", "reset", error_spec(rate, int(m.group(1)))
         else:
             raise _BadRequest(f"errorType {error_type!r} must be HTTP_<status> (such as HTTP_503) or RESET")
+        # Only now, with the whole request valid, change anything: a bad request leaves the faults as they were.
+        await asyncio.to_thread(chaos.clear, targets, other)
+        fault = await asyncio.to_thread(chaos.apply, kind, spec, targets)
         return web.json_response(
             {
                 "applied": fault.kind,

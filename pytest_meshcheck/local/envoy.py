@@ -182,7 +182,9 @@ class XdsFiles:
     ) -> dict[str, str]:
         """Write what changed in the clusters and routes (and listeners when given).
 
-        Clusters go first so that routes never point at a cluster Envoy does not know yet.
+        Clusters are written first, but Envoy re-reads every file of the directory on any change, in no
+        set order: a caller that adds clusters and the routes naming them writes them in separate calls
+        and waits in between (see ``LocalMesh._push``). Pass ``routes=[]`` to write only clusters.
 
         Returns:
             The version each file must reach (:attr:`expected`), for :meth:`EnvoyAdmin.wait_converged`.

@@ -384,15 +384,17 @@ class LocalMesh:
         rejected = self.admin.rejected_updates()
         log_path = self.envoy.log_path if self.envoy is not None else None
         names = {c["name"] for c in clusters}
-        stale = [c for c in self.xds.current_clusters() if c["name"] not in names]
-        if stale:
-            # Clusters are written before routes, so the routes still running may point at a cluster
-            # this update removes: requests in between would fail with 503 NC. Keep the old clusters
-            # until the new routes run, then remove them (istiod avoids this through ADS ordering).
-            version = self.xds.write(clusters=[*clusters, *stale], routes=routes)
-            self.admin.wait_converged(version, rejected_before=rejected, log_path=log_path)
-        version = self.xds.write(clusters=clusters, routes=routes)
-        self.admin.wait_converged(version, rejected_before=rejected, log_path=log_path)
+        union = [*clusters, *(c for c in self.xds.current_clusters() if c["name"] not in names)]
+        # Envoy re-reads every file of the watched directory on any change, in no set order, so a route
+        # could run before the cluster it names exists, or after the cluster it still names is gone: both
+        # fail requests with 503 NC. Hence three steps, each waiting for Envoy: add and change clusters
+        # (keeping the old ones), switch the routes, then remove the clusters no route names any more.
+        # istiod gets the same ordering from ADS.
+        for step_clusters, step_routes in ((union, []), (union, routes), (clusters, [])):
+            before = dict(self.xds.expected)
+            expected = self.xds.write(clusters=step_clusters, routes=step_routes)
+            if expected != before:
+                self.admin.wait_converged(expected, rejected_before=rejected, log_path=log_path)
         return time.monotonic() - t0
 
     def _rollback(self, snapshot: XdsSnapshot) -> None:

@@ -7,6 +7,7 @@ child Python of the Ctrl-C test by its PID in a ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +26,7 @@ from pytest_meshcheck.cli import platform_policies_dir
 from pytest_meshcheck.errors import MeshSetupError, TopologyError
 from pytest_meshcheck.local import process as proc_mod
 from pytest_meshcheck.local.mesh import LocalMesh
-from pytest_meshcheck.policy import PolicySet, check_policies_fit, load_policies, load_policy_text
+from pytest_meshcheck.policy import check_policies_fit, load_policies, load_policy_text
 from pytest_meshcheck.topology import Topology, load_topology
 
 pytestmark = pytest.mark.envoy
@@ -197,9 +197,7 @@ def test_two_meshes_at_once_get_distinct_os_assigned_ports_and_stop_independentl
     assert httpx.get(mesh.gateway_url + "/api/orders", timeout=5.0).status_code == 200
 
 
-def test_busy_fixed_gateway_port_is_a_clear_error_naming_port_and_option(
-    isolated_state: Path, tmp_path: Path
-) -> None:
+def test_busy_fixed_gateway_port_is_a_clear_error_naming_port_and_option(isolated_state: Path, tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -224,27 +222,19 @@ def test_with_block_stops_every_process_by_pid(how: str, tmp_path: Path) -> None
 
     pids: set[int] = set()
     work_dir: Path | None = None
-    with pytest.raises(Boom) if how == "exception" else _nothing():
-        with LocalMesh(topology=_small_topology(tmp_path), gateway_port=0, prometheus=HAVE_PROMETHEUS) as m:
-            pids = _mesh_pids(m)
-            assert m.group is not None
-            work_dir = m.group.work_dir
-            assert len(pids) == 2 + 1 + HAVE_PROMETHEUS
-            assert all(_alive(p) for p in pids)
-            if how == "exception":
-                raise Boom
+    expect = pytest.raises(Boom) if how == "exception" else contextlib.nullcontext()
+    with expect, LocalMesh(topology=_small_topology(tmp_path), gateway_port=0, prometheus=HAVE_PROMETHEUS) as m:
+        pids = _mesh_pids(m)
+        assert m.group is not None
+        work_dir = m.group.work_dir
+        assert len(pids) == 2 + 1 + HAVE_PROMETHEUS
+        assert all(_alive(p) for p in pids)
+        if how == "exception":
+            raise Boom
     assert pids
     assert not [p for p in pids if _alive(p)]
     assert work_dir is not None
     assert not work_dir.exists()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 _CTRL_C_SCRIPT = """
