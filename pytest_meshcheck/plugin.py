@@ -168,10 +168,12 @@ def mesh(pytestconfig: pytest.Config, mesh_settings: _settings.MeshSettings) -> 
         backend.wait_for_metrics()
         yield backend
     finally:
-        if not mesh_settings.keep:
-            backend.stop()
-        elif reporter is not None:
-            reporter.write_line(f"meshcheck: --mesh-keep: mesh left running: {backend.describe()}")
+        # Each backend honours --mesh-keep itself: the local mesh keeps its work directory (configs, logs;
+        # its processes cannot outlive pytest), a cluster keeps its namespace.
+        facts = backend.describe()
+        backend.stop()
+        if mesh_settings.keep and reporter is not None:
+            reporter.write_line(f"meshcheck: --mesh-keep: kept {facts}")
 
 
 @pytest.fixture
@@ -281,8 +283,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Safety net (stop meshes a crash left behind); on the controller, write the index."""
     config = session.config
     for backend in config.stash.get(MESHES_KEY, []):
-        if not config.stash[SETTINGS_KEY].keep:
-            backend.stop()
+        backend.stop()
     if getattr(config, "workerinput", None) is not None:
         return
     settings = config.stash.get(SETTINGS_KEY, None)

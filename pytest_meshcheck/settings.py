@@ -75,6 +75,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "keep", "--mesh-keep", "Keep the mesh's work directory (local) or namespace (cluster) after the run", flag=True
     ),
+    Option(
+        "sequential",
+        "--mesh-sequential",
+        "Decide success-rate claims with a sequential test (SPRT) that stops as soon as the evidence is clear",
+        flag=True,
+    ),
     Option("seed", "--mesh-seed", "Seed for chaos randomness; printed in the header and reports"),
     Option(
         "topology", "--mesh-topology", "Topology YAML (services, versions, replicas). Default: the platform topology"
@@ -124,6 +130,7 @@ class MeshSettings:
     profile: str = "ci"
     report_dir: Path = Path("reports")
     keep: bool = False
+    sequential: bool = False
     seed: int = 0
     topology: Path | None = None
     envoy_bin: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pytest_meshcheck.expect import DestinationFault, Load, predict_success
 from pytest_meshcheck.harness.scenario import Scenario
+from pytest_meshcheck.load import LoadResult
 
 SERVICE = "catalog-service"
 
@@ -67,10 +68,19 @@ def run_retry_claim(
     prediction = predict_success(effective, [fault], Load(concurrency=concurrency))
     scenario.explain(prediction.explain())
     n = scenario.requests_for(min(prediction.p_success, at_least or 1.0), tolerance)
+    sequential = scenario.settings.sequential and at_least is not None and at_least < 1.0
     with scenario.chaos.error(SERVICE, rate=fault.rate, status=fault.status, instances=fault.instances) as injected:
-        result = scenario.load.closed(SERVICE, concurrency=concurrency, requests=n)
+        if sequential:
+            # --mesh-sequential: the claim is decided batch by batch, stopping once the evidence is clear.
+            batches = scenario.sequential_rate(
+                f"claim: success ratio at least {at_least:.2%}", SERVICE, at_least or 0.0, tolerance=tolerance,
+                concurrency=concurrency, max_requests=4 * n, reasons=prediction.reasons,
+            )  # fmt: skip
+            result = LoadResult.concat(batches)
+        else:
+            result = scenario.load.closed(SERVICE, concurrency=concurrency, requests=n)
         scenario.require_chaos(injected)
-    if at_least is not None:
+    if at_least is not None and not sequential:
         scenario.check_rate(
             f"claim: success ratio at least {at_least:.2%}", result.success_count, result.count, at_least,
             tolerance=tolerance, alternative="at-least", reasons=prediction.reasons,

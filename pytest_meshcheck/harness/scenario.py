@@ -33,6 +33,7 @@ from pytest_meshcheck.report.record import (
 if TYPE_CHECKING:
     from pytest_meshcheck.backend import MeshBackend
     from pytest_meshcheck.expect import EffectivePolicy, Reason
+    from pytest_meshcheck.load import LoadResult
     from pytest_meshcheck.metrics.prom import Prom
     from pytest_meshcheck.policy.model import DestinationRule, VirtualService
     from pytest_meshcheck.settings import MeshSettings
@@ -236,6 +237,69 @@ class Scenario:
         if not verdict.passed:
             raise self._fail(check, verdict.message)
         return check
+
+    def sequential_rate(
+        self,
+        name: str,
+        service: str,
+        expected: float,
+        *,
+        tolerance: float,
+        concurrency: int,
+        max_requests: int,
+        batch: int = 100,
+        headers: dict[str, str] | None = None,
+        reasons: Iterable[Reason | str] = (),
+    ) -> list[LoadResult]:
+        """Drive closed-loop batches and decide "success ratio at least ``expected``" with Wald's SPRT.
+
+        The test is declared before the first request (H0: ``expected``; H1: ``expected - tolerance``;
+        alpha = beta = 1 - confidence) and stops at the first clear decision, so a clearly healthy or clearly
+        broken policy needs far fewer requests than the fixed-sample check. It is one experiment: a failed
+        or undecided run is reported as such, never continued or retried.
+
+        Returns:
+            The load results of the batches, in order.
+
+        Raises:
+            ScenarioFailed: The SPRT accepted H1 (the claim does not hold).
+            MeshcheckError: Still undecided after ``max_requests``.
+        """
+        from pytest_meshcheck.errors import MeshcheckError
+        from pytest_meshcheck.verdict import SequentialTest
+
+        tol = self.tolerance(tolerance)
+        test = SequentialTest(
+            expected, tol, direction="below", confidence=self.confidence, max_n=max_requests, what=name
+        )
+        results: list[LoadResult] = []
+        decision = "continue"
+        while decision == "continue":
+            result = self.load.closed(service, concurrency=concurrency, requests=batch, headers=headers)
+            results.append(result)
+            status = np.asarray(result.records.status[: result.count])
+            order = np.argsort(np.asarray(result.records.done[: result.count]), kind="stable")
+            decision = test.update_many(bool(200 <= s < 300) for s in status[order])
+        verdict = test.verdict()
+        check = self._add(
+            CheckRecord(
+                name=name,
+                passed=decision == "pass",
+                expected=expected,
+                observed=verdict.observed,
+                interval=[verdict.interval.low, verdict.interval.high] if verdict.interval else None,
+                n=test.n,
+                confidence=self.confidence,
+                method="sprt",
+                reasons=self.explain(reasons),
+                detail=f"sequential: H0 {expected:.4f} vs H1 {expected - tol:.4f}, decided {decision} after {test.n}",
+            )
+        )
+        if decision == "fail":
+            raise self._fail(check, verdict.message)
+        if decision != "pass":
+            raise MeshcheckError(f"{name}: the sequential test was still undecided after {test.n} requests")
+        return results
 
     def check_value(
         self,

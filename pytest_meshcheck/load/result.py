@@ -11,6 +11,14 @@ import numpy.typing as npt
 from pytest_meshcheck.load.profile import ClosedLoop, OpenLoop
 from pytest_meshcheck.load.records import ERROR_KINDS, LoadRecord, LoadRecords
 
+_COLUMN_NAMES = ("intended", "sent", "done", "status", "error", "instance", "attempts", "overloaded")
+
+
+def _index(table: list[str], name: str) -> int:
+    if name not in table:
+        table.append(name)
+    return table.index(name)
+
 
 def _histogram(values: npt.NDArray[np.integer]) -> dict[int, int]:
     keys, counts = np.unique(values, return_counts=True)
@@ -141,6 +149,39 @@ class LoadResult:
             "attempts": self.attempt_histogram(),
             "overloaded": self.overloaded_count,
         }
+
+    @classmethod
+    def concat(cls, results: Iterable[LoadResult]) -> LoadResult:
+        """One result holding several consecutive runs (such as the batches of a sequential test).
+
+        Times are shifted onto the first run's clock and instance codes merged; the profile is the first
+        run's. Selected-header columns are not carried over.
+
+        Raises:
+            ValueError: No results given.
+        """
+        runs = list(results)
+        if not runs:
+            raise ValueError("LoadResult.concat needs at least one result")
+        first = runs[0]
+        instances: list[str] = []
+        columns: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in _COLUMN_NAMES}
+        for run in runs:
+            rec, n = run.records, run.count
+            shift = run.started_monotonic - first.started_monotonic
+            remap = np.array([_index(instances, name) for name in rec.instances] + [-1], np.int32)
+            for name in _COLUMN_NAMES:
+                column = np.asarray(getattr(rec, name)[:n])
+                if name in ("intended", "sent", "done"):
+                    column = column + shift
+                elif name == "instance":
+                    column = remap[column]  # -1 indexes the appended -1
+                columns[name].append(column)
+        state: dict[str, object] = {name: np.concatenate(parts) for name, parts in columns.items()}
+        state.update(open_loop=first.records.open_loop, instances=instances, header_names=(), header_codes={},
+                     header_values={})  # fmt: skip
+        return cls(first.profile, LoadRecords.from_state(state), first.started_monotonic, first.started_wall,
+                   first.event_loop)  # fmt: skip
 
     def __repr__(self) -> str:
         p = self.latency_percentiles((50, 99))

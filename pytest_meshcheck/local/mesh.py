@@ -559,6 +559,8 @@ class LocalMesh:
             "topology": self.topology.source,
             "instances": str(len(self._instances)),
         }
+        if self.group is not None:
+            facts["work_dir"] = str(self.group.work_dir)
         if self.admin is not None:
             facts["envoy_admin"] = self.admin.url
         if self.prometheus is not None:
