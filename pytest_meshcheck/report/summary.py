@@ -43,6 +43,11 @@ def format_interval(check: CheckRecord) -> str:
     low, high = (format_value(v, check.unit).split(" ")[0] for v in check.interval)
     unit = "" if check.unit in ("ratio", "count") else f" {check.unit}"
     level = f" @{check.confidence * 100:g}%" if check.confidence else ""
+    # One-sided checks store [0, upper] or [lower, 1]: show them as the bound they are.
+    if "at-least" in check.detail and check.unit == "ratio":
+        return f"<= {high}{level}"
+    if "at-most" in check.detail and check.unit == "ratio":
+        return f">= {low}{level}"
     return f"[{low}, {high}]{unit}{level}"
 
 
@@ -58,13 +63,21 @@ def format_duration(seconds: float) -> str:
 
 
 def primary_check(record: ScenarioRecord) -> CheckRecord | None:
-    """The check that best stands for the scenario: the first failing one, else the first success check."""
+    """The check that best stands for the scenario.
+
+    The first failing one; else the scenario's claim (a check named ``claim: ...``), preferring a
+    statistical one; else the first check that is not the chaos-liveness proof.
+    """
     failing = [c for c in record.checks if not c.passed]
     if failing:
         return failing[0]
-    success = [c for c in record.checks if "success" in c.name.lower()]
-    candidates = success or record.checks
-    return candidates[0] if candidates else None
+    claims = [c for c in record.checks if c.name.lower().startswith("claim")]
+    other = [c for c in record.checks if not c.name.lower().startswith("chaos live")]
+    for group in (claims, other, record.checks):
+        statistical = [c for c in group if c.interval]
+        if statistical or group:
+            return (statistical or group)[0]
+    return None
 
 
 def load_phases(record: ScenarioRecord) -> list[LoadSummary]:

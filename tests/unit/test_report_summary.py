@@ -61,6 +61,17 @@ def test_primary_check_prefers_a_failure_then_success() -> None:
     assert primary_check(rec) is latency
 
 
+def test_primary_check_prefers_the_claim_over_chaos_proof_and_model_checks() -> None:
+    rec = passing_record()
+    chaos = CheckRecord("chaos live: error on catalog-service", True, observed=40.0, method="exact", unit="count")
+    model = CheckRecord("model: success ratio", True, 0.875, 0.88, [0.85, 0.9], n=800, confidence=0.99)
+    claim = CheckRecord("claim: success ratio at least 87.50%", True, 0.875, 0.88, [0.0, 0.9], n=800, confidence=0.99)
+    rec.checks = [chaos, model, claim]
+    assert primary_check(rec) is claim
+    rec.checks = [chaos, model]
+    assert primary_check(rec) is model
+
+
 def test_formatting() -> None:
     assert format_value(0.87512, "ratio") == "0.8751"
     assert format_value(0.25, "s") == "0.25 s"
