@@ -172,7 +172,19 @@ async def _serve(mesh: LocalMesh, chaos: DestinationChaos, chaos_sock: socket.so
         print(f"  prometheus  {mesh.prometheus_url}")
         print(f"  envoy admin {mesh.envoy_admin_url}")
         print("meshcheck: press Ctrl-C to stop", flush=True)
+
+        async def announce_first_scrape() -> None:
+            # Prometheus 2.42 syncs new targets on a fixed 5 s tick, so its first scrape lands ~5.5 s after
+            # it started, after the mesh is ready: say when queries will answer.
+            try:
+                await asyncio.to_thread(mesh.wait_for_metrics, 30.0)
+                print(f"meshcheck: prometheus has scraped every target ({time.monotonic() - t0:.1f}s)", flush=True)
+            except MeshcheckError as exc:
+                print(f"meshcheck: warning: {exc}", flush=True)
+
+        scrape_task = asyncio.create_task(announce_first_scrape())
         await stop.wait()
+        scrape_task.cancel()
         print("meshcheck: stopping", flush=True)
     finally:
         try:

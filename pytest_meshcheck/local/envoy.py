@@ -3,9 +3,11 @@
 Policies reach Envoy through file-based xDS (``path_config_source`` with a watched directory): each
 update is written to a temporary file and renamed into place, which Envoy picks up through inotify
 without a restart and without dropping in-flight requests. Each file carries a ``version_info``; an
-update has converged when ``/config_dump`` reports that version for clusters and routes and no cluster
-is still warming. Measured: about 10 ms. A gRPC control plane would add a dependency and a process for
-nothing the files cannot do here.
+update has converged when Envoy's ``version_text`` stats report that version for clusters and routes
+and no cluster is still warming, and has failed as soon as an ``update_rejected`` counter rises.
+Measured: 6-15 ms for a route change, 13-55 ms for one that adds or removes clusters (three steps, see
+``LocalMesh._push``). A gRPC control plane would add a dependency and a process for nothing the files
+cannot do here.
 """
 
 from __future__ import annotations
@@ -203,9 +205,9 @@ class ConfigVersions:
     """The xDS versions Envoy last accepted, the clusters still warming and the updates it refused.
 
     Read from the ``version_text`` stats rather than ``/config_dump``: the dump keeps reporting the
-    previous version when an update changes nothing Envoy compares (the same clusters in another
-    order, a field spelled out at its default), so waiting on it would time out; the stats report
-    every accepted update, and one filtered ``/stats`` call is much cheaper than a full config dump.
+    previous cluster version when an update changes no cluster as Envoy compares them (measured: the
+    same clusters in another order), so waiting on it would time out; the stats report every accepted
+    update, and one filtered ``/stats`` call is much cheaper than a full config dump.
     """
 
     clusters: str | None
