@@ -63,17 +63,31 @@ class DestinationChaos:
     """
 
     timeout: float = 5.0
+    _client: httpx.Client | None = field(default=None, repr=False)
     _state: dict[str, dict[str, Any]] = field(default_factory=dict)
     _targets: dict[str, ChaosTarget] = field(default_factory=dict)
     timeline: list[AppliedFault] = field(default_factory=list)
+
+    @property
+    def client(self) -> httpx.Client:
+        """One keep-alive client for every admin call (a new connection per call costs ~10 ms each)."""
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout)
+        return self._client
+
+    def close(self) -> None:
+        """Close the HTTP client (faults stay as they are; see :meth:`clear_all`)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _push(self, target: ChaosTarget) -> None:
         state = self._state.get(target.name, {})
         try:
             if state:
-                resp = httpx.put(f"{target.admin_url}/chaos", json=state, timeout=self.timeout)
+                resp = self.client.put(f"{target.admin_url}/chaos", json=state)
             else:
-                resp = httpx.delete(f"{target.admin_url}/chaos", timeout=self.timeout)
+                resp = self.client.delete(f"{target.admin_url}/chaos")
         except httpx.HTTPError as exc:
             raise ChaosError(
                 f"cannot reach the chaos endpoint of {target.name} ({target.admin_url}): {exc}; "

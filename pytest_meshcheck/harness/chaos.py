@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 _COUNTER = {"error": "error", "latency": "delay", "reset": "reset"}
 
 
-def _stats(inst: WorkloadInstance) -> dict[str, Any]:
+def _stats(inst: WorkloadInstance, client: httpx.Client | None = None) -> dict[str, Any]:
     try:
-        resp = httpx.get(f"{inst.admin_url}/stats", timeout=5.0)
+        resp = (client or httpx).get(f"{inst.admin_url}/stats", timeout=5.0)
         resp.raise_for_status()
         data: dict[str, Any] = resp.json()
         return data
@@ -111,7 +111,7 @@ class FaultHandle:
             return []
         out: list[InstanceProof] = []
         for t in self._targets:
-            now = _stats(t)
+            now = _stats(t, self._chaos._mesh.chaos.client)
             before = self._baseline.get(t.name, {})
             counter = _COUNTER[self.kind]
             out.append(
@@ -201,7 +201,7 @@ class Chaos:
         version: str | None,
     ) -> FaultHandle:
         targets = self._targets(service, instances, version)
-        baseline = {t.name: _stats(t) for t in targets}
+        baseline = {t.name: _stats(t, self._mesh.chaos.client) for t in targets}
         applied = self._mesh.chaos.apply(kind, spec, targets)
         handle = FaultHandle(
             kind, targets[0].service, applied.instances, dict(spec), applied.applied_at, self, targets, baseline

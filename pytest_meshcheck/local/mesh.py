@@ -178,6 +178,7 @@ class LocalMesh:
         if self.group is not None and self._chaos.active():
             with contextlib.suppress(ChaosError):
                 self._chaos.clear_all()
+        self._chaos.close()
         if self.admin is not None:
             self.admin.close()
             self.admin = None
