@@ -178,3 +178,14 @@ def test_time_to_ejection_uses_the_load_rate() -> None:
     pred = predict_ejection(pol, ALWAYS_500_ON_ONE, Load(rate=30.0))
     # 5 failures at one of 3 hosts sharing 30 req/s: about 0.5 s (ground truth §3 a: ejected at 0.473 s)
     assert any("0.5 s at 30 req/s" in r.effect for r in pred.reasons)
+
+
+def test_several_ejections_name_envoys_update_merge_window() -> None:
+    # Measured on Envoy 1.40: the first ejection stops traffic at once, later ones only when the 1 s
+    # update_merge_window closes; a prediction of several ejections must say so.
+    several = predict_ejection(_policy(OutlierDetection(max_ejection_percent=100)), DestinationFault("error", 1.0, 503))
+    assert several.ejected == 3
+    assert any("update_merge_window" in r.source for r in several.reasons)
+    one = predict_ejection(_policy(OutlierDetection(max_ejection_percent=100)), ALWAYS_500_ON_ONE)
+    assert one.ejected == 1
+    assert not any("update_merge_window" in r.source for r in one.reasons)
