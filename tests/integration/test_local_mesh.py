@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _proc_helpers import alive as _alive
+from _proc_helpers import children as _children
 
 from pytest_meshcheck.cli import platform_policies_dir
 from pytest_meshcheck.errors import MeshSetupError, TopologyError
@@ -47,30 +49,6 @@ services:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-def _children(pid: int) -> set[int]:
-    """Live direct children of ``pid`` (from /proc)."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
 
 
 def _comm(pid: int) -> str:

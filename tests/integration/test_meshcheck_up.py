@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _proc_helpers import alive as _alive
+from _proc_helpers import children as _children
 
 pytestmark = [pytest.mark.envoy, pytest.mark.prometheus]
 
@@ -42,28 +44,6 @@ class Up:
     lines: list[str] = field(default_factory=list)
     ready_printed: float = 0.0  # what the command says
     ready_wall: float = 0.0  # from spawning the process to the ready line
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 def _read_lines_until(proc: subprocess.Popen[str], done: re.Pattern[str], timeout: float) -> list[str]:

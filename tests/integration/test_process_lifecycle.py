@@ -12,26 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from _proc_helpers import alive as _alive
+from _proc_helpers import wait_dead as _wait_dead
 
 from pytest_meshcheck.local import process as proc_mod
 from pytest_meshcheck.local.process import ProcessGroup, new_work_dir, sweep_leftovers
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-def _wait_dead(pid: int, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -56,7 +41,10 @@ def test_close_stops_every_child_and_removes_files(isolated_state: Path) -> None
 
 def test_child_ignoring_sigterm_is_killed(isolated_state: Path) -> None:
     group = ProcessGroup("test", new_work_dir())
-    stubborn = group.start("stubborn", [sys.executable, "-c", "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"])
+    stubborn = group.start(
+        "stubborn",
+        [sys.executable, "-c", "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"],
+    )
     time.sleep(0.2)  # let it install the handler
     t0 = time.monotonic()
     group.close()
@@ -90,7 +78,8 @@ def test_children_die_with_a_sigkilled_parent(isolated_state: Path) -> None:
     try:
         assert parent.stdout is not None
         kids = [int(x) for x in parent.stdout.readline().split()]
-        assert len(kids) == 2 and all(_alive(k) for k in kids)
+        assert len(kids) == 2
+        assert all(_alive(k) for k in kids)
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
         # PR_SET_PDEATHSIG: the kernel kills them as soon as the parent is gone.

