@@ -7,7 +7,7 @@ Prints, from the same run and the same Envoy:
    the ratio within a round is what counts);
 2. open-loop achieved rate, its error against the target, and latency percentiles at 1000 and 5000 req/s.
 
-Run: ``/work/venv/bin/python bench/bench_load.py [--rounds 5] [--duration 2]``.
+Run from the repository root: ``.venv/bin/python bench/bench_load.py [--rounds 5] [--duration 2]``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_meshcheck.load import ClosedLoop, OpenLoop, run_load
-from pytest_meshcheck.load.testing import EnvoyProcess, bootstrap
+from tests.doubles.static_envoy import EnvoyProcess, bootstrap
 
 CONNECTIONS = 8
 

@@ -12,7 +12,7 @@ policies and a gateway:
    the 4 services with that traffic counted: right after start ("cold", before Prometheus's first
    scrape) and once the mesh has been scraped ("warm").
 
-Run: ``/work/venv/bin/python bench/bench_mesh.py [--starts 5] [--applies 50] [--requests 10000]``.
+Run from the repository root: ``.venv/bin/python bench/bench_mesh.py [--starts 5] [--applies 50] [--requests 10000]``.
 """
 
 from __future__ import annotations

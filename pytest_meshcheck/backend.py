@@ -1,6 +1,6 @@
 """The interface every mesh context implements, so scenarios run unchanged on any of them.
 
-``local`` (:class:`pytest_meshcheck.local.backend.LocalBackend`) runs real Envoy, echo workloads and
+``local`` (:class:`pytest_meshcheck.local.mesh.LocalMesh`) runs real Envoy, echo workloads and
 Prometheus as processes; a kube context (``kind`` or any kubeconfig context) runs the same echo
 workload in pods behind Istio's sidecars. Scenario, chaos, load-record and verdict code only ever
 talks to this protocol.
@@ -115,4 +115,28 @@ class MeshBackend(Protocol):
 
     def describe(self) -> dict[str, str]:
         """Facts for reports and the session header: context, Istio version, Envoy version, URLs."""
+        ...
+
+    # Capabilities a context may lack: each answers ``None`` when the context cannot tell, so callers
+    # ask the protocol rather than probing the object.
+
+    def response_flags(self, service: str, start: float, end: float) -> dict[str, int] | None:
+        """Envoy response flags of the caller's sidecar towards ``service`` between two unix times.
+
+        Args:
+            service: Service name (short name or FQDN).
+            start: Unix time the window starts.
+            end: Unix time the window ends.
+
+        Returns:
+            Count per flag (``-`` for none, ``URX``, ``UO``, ``UT``...), or ``None`` when the context
+            cannot tell (it does not read the sidecar's access log).
+        """
+        ...
+
+    def live_counts(self, service: str) -> tuple[int, int] | None:
+        """Requests the caller's sidecar completed towards ``service`` so far, and how many got a 2xx.
+
+        Cheap enough to poll while load runs (progress lines). ``None`` when the context cannot tell.
+        """
         ...

@@ -151,7 +151,7 @@ def _up(args: argparse.Namespace) -> int:
 async def _serve(mesh: LocalMesh, chaos: DestinationChaos, chaos_sock: socket.socket, t0: float) -> int:
     from aiohttp import web
 
-    from pytest_meshcheck.local.chaos_api import build_app
+    from pytest_meshcheck.chaos.platform_api import build_app
 
     runner = web.AppRunner(build_app(mesh, chaos), access_log=None)
     await runner.setup()

@@ -24,6 +24,14 @@ class MeshcheckError(Exception):
     """Base class of every error pytest-meshcheck raises on purpose."""
 
 
+class MeshcheckWarning(UserWarning):
+    """A policy that loads but may not do what it says (a deprecated field istiod ignores, for example).
+
+    Issued with :func:`warnings.warn`, so ``-W error::pytest_meshcheck.MeshcheckWarning`` turns it into a
+    failure and ``filterwarnings`` can silence it.
+    """
+
+
 @dataclass(frozen=True)
 class PolicyIssue:
     """One problem found in one policy document.

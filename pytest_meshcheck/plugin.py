@@ -11,11 +11,16 @@ Fixtures (see ``docs/reference/fixtures.md``):
 ``mesh_settings``         session   resolved :class:`~pytest_meshcheck.settings.MeshSettings`
 ``mesh``                  session   the running mesh (:class:`~pytest_meshcheck.backend.MeshBackend`)
 ``mesh_policies``         function  apply policies for one test; restored afterwards
-``chaos``                 function  destination faults and Istio fault injection; always reverted
-``load``                  function  bounded open/closed-loop load through the caller's sidecar
-``prom``                  function  Prometheus client bound to the test's time window
-``scenario``              function  a resilience claim: checks, evidence, and its HTML report
+``mesh_chaos``            function  destination faults and Istio fault injection; always reverted
+``mesh_load``             function  bounded open/closed-loop load through the caller's sidecar
+``mesh_prom``             function  Prometheus client bound to the test's time window
+``mesh_scenario``         function  a resilience claim: declare, verify, and its HTML report
 ========================  ========  ============================================================
+
+Every fixture name starts with ``mesh``, so a project's own ``load`` or ``chaos`` fixture never
+replaces one of ours. A scenario whose declarations are still pending when the test function returns
+is verified right then, inside the test's call phase (``pytest_pyfunc_call``), so a failed claim is a
+test failure pointing at the test, not a teardown error.
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ RUN_ID_KEY = pytest.StashKey[str]()
 MESHES_KEY = pytest.StashKey[list[Any]]()
 CALL_REPORT_KEY = pytest.StashKey[pytest.TestReport]()
 CALL_EXC_KEY = pytest.StashKey[BaseException | None]()
-START_KEY = pytest.StashKey[float]()
 TRACKER_KEY = pytest.StashKey["ScenarioTracker"]()
-OUR_FIXTURES = frozenset({"mesh", "mesh_policies", "chaos", "load", "prom", "scenario"})
+OUR_FIXTURES = frozenset({"mesh", "mesh_policies", "mesh_chaos", "mesh_load", "mesh_prom", "mesh_scenario"})
+TRACKER_NAME = "meshcheck-scenario-tracker"
 
 
 class ScenarioTracker:
@@ -70,6 +75,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _settings.add_options(parser)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Hooks other plugins implement to extend meshcheck (see :mod:`pytest_meshcheck.hooks`)."""
+    from pytest_meshcheck import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Unregister what :func:`pytest_configure` registered."""
+    tracker = config.stash.get(TRACKER_KEY, None)
+    if tracker is not None and config.pluginmanager.is_registered(tracker):
+        config.pluginmanager.unregister(tracker)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve settings (UsageError on bad values), register markers, pick the run id."""
     settings = _settings.resolve(config)
@@ -77,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[MESHES_KEY] = []
     tracker = ScenarioTracker()
     config.stash[TRACKER_KEY] = tracker
-    config.pluginmanager.register(tracker, "meshcheck-scenario-tracker")
+    config.pluginmanager.register(tracker, TRACKER_NAME)
     workerinput = getattr(config, "workerinput", None)
     config.stash[RUN_ID_KEY] = (workerinput.get("meshcheck_run_id", "") if workerinput else "") or uuid.uuid4().hex[:10]
     config.addinivalue_line("markers", "meshcheck: test uses pytest-meshcheck fixtures (applied automatically)")
@@ -95,6 +114,18 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["meshcheck_run_id"] = node.config.stash[RUN_ID_KEY]
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Collect ``*.meshcheck.yaml`` claims files (see ``docs/reference/claims.md``).
+
+    The claims code is imported only when such a file is found, so unrelated runs stay light.
+    """
+    if not file_path.name.endswith((".meshcheck.yaml", ".meshcheck.yml")):
+        return None
+    from pytest_meshcheck.claims.collect import pytest_collect_file as collect_claims
+
+    return collect_claims(file_path, parent)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """``--mesh-dry-run``: print what a run would create and check, then exit 0 before anything starts."""
     settings = session.config.stash[SETTINGS_KEY]
@@ -102,7 +133,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     from pytest_meshcheck.contexts import dry_run_plan
 
-    scenarios = [item.nodeid for item in session.items if "scenario" in getattr(item, "fixturenames", ())]
+    scenarios = [item.nodeid for item in session.items if "mesh_scenario" in getattr(item, "fixturenames", ())]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     plan = dry_run_plan(settings, scenarios)
     if reporter is not None:
@@ -112,16 +143,32 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     pytest.exit("meshcheck: dry run complete; nothing was created", returncode=0)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    """One header line: context, Istio version, profile, confidence, seed, report directory."""
-    return config.stash[SETTINGS_KEY].header()
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a meshcheck fixture (so ``-m "not meshcheck"`` works); print our header.
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a meshcheck fixture, so ``-m "not meshcheck"`` works."""
+    The header line (context, Istio version, profile, error rates, seed, reports) is printed only when
+    a collected test uses the plugin, unlike ``pytest_report_header``, which runs before collection.
+    """
+    used = False
     for item in items:
         if OUR_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker("meshcheck")
+            used = True
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if used and reporter is not None and getattr(config, "workerinput", None) is None:
+        reporter.write_line(config.stash[SETTINGS_KEY].header())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
+    """Verify a scenario whose declarations are still pending when the test function returns."""
+    result = yield
+    scenario = pyfuncitem.funcargs.get("mesh_scenario")
+    declared = getattr(scenario, "declared", None)
+    if declared is not None and declared.pending:
+        __tracebackhide__ = True
+        scenario.verify()  # type: ignore[attr-defined]
+    return result
 
 
 @pytest.hookimpl(wrapper=True)
@@ -133,7 +180,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # The exception object itself (kept off the report, which xdist serialises), so the scenario can
         # tell a failed claim from a broken run.
         item.stash[CALL_EXC_KEY] = call.excinfo.value if call.excinfo is not None else None
-    elif report.when == "setup" and report.failed and "scenario" in getattr(item, "fixturenames", ()):
+    elif report.when == "setup" and report.failed and "mesh_scenario" in getattr(item, "fixturenames", ()):
         from pytest_meshcheck.harness.errors import write_setup_error_record
 
         path = write_setup_error_record(item, call, item.config.stash[SETTINGS_KEY], item.config.stash[RUN_ID_KEY])
@@ -196,7 +243,7 @@ def mesh_policies(
 
 
 @pytest.fixture
-def chaos(mesh: MeshBackend, mesh_policies: MeshPolicies) -> Iterator[Chaos]:
+def mesh_chaos(mesh: MeshBackend, mesh_policies: MeshPolicies) -> Iterator[Chaos]:
     """Faults at the destination (``error``, ``latency``, ``reset``) and Istio fault injection (``istio_*``).
 
     Every fault still active is reverted at teardown, also when the test failed or was interrupted.
@@ -211,7 +258,7 @@ def chaos(mesh: MeshBackend, mesh_policies: MeshPolicies) -> Iterator[Chaos]:
 
 
 @pytest.fixture
-def load(mesh: MeshBackend, request: pytest.FixtureRequest) -> Iterator[LoadDriver]:
+def mesh_load(mesh: MeshBackend, request: pytest.FixtureRequest) -> Iterator[LoadDriver]:
     """Bounded open- and closed-loop load through the caller's sidecar; one record per request.
 
     Long runs show a live progress line (phase, requests sent, success ratio) on a terminal, one summary
@@ -229,7 +276,7 @@ def load(mesh: MeshBackend, request: pytest.FixtureRequest) -> Iterator[LoadDriv
 
 
 @pytest.fixture
-def prom(mesh: MeshBackend, request: pytest.FixtureRequest) -> Prom:
+def mesh_prom(mesh: MeshBackend, request: pytest.FixtureRequest) -> Prom:
     """Prometheus client bound to this test's window (start of the test until each query)."""
     from pytest_meshcheck.metrics.prom import Prom
 
@@ -237,15 +284,15 @@ def prom(mesh: MeshBackend, request: pytest.FixtureRequest) -> Prom:
 
 
 @pytest.fixture
-def scenario(
+def mesh_scenario(
     request: pytest.FixtureRequest,
     mesh: MeshBackend,
     mesh_settings: _settings.MeshSettings,
     mesh_policies: MeshPolicies,
-    chaos: Chaos,
-    load: LoadDriver,
+    mesh_chaos: Chaos,
+    mesh_load: LoadDriver,
 ) -> Iterator[Scenario]:
-    """One resilience claim (the test's docstring): checks, evidence and its report."""
+    """One resilience claim (the test's docstring): declare, verify, evidence and its report."""
     from pytest_meshcheck.harness.scenario import Scenario, outcome_of
 
     doc = inspect.getdoc(getattr(request, "function", None)) or request.node.name
@@ -257,20 +304,21 @@ def scenario(
         mesh=mesh,
         settings=mesh_settings,
         policies=mesh_policies,
-        chaos=chaos,
-        load=load,
+        chaos=mesh_chaos,
+        load=mesh_load,
         report_dir=mesh_settings.report_dir,
         run_id=request.config.stash[RUN_ID_KEY],
     )
-    load.listeners.append(sc.on_load)
+    mesh_load.listeners.append(sc.on_load)
     try:
         yield sc
     finally:
-        chaos.revert_all()
+        mesh_chaos.revert_all()
         outcome, error, xfail_reason = outcome_of(
             request.node.stash.get(CALL_REPORT_KEY, None), request.node.stash.get(CALL_EXC_KEY, None)
         )
         record = sc.finish(outcome, error=error, xfail_reason=xfail_reason)
+        request.config.hook.pytest_meshcheck_scenario_finished(record=record, item=request.node)
         from pytest_meshcheck.report import junit_properties
 
         request.node.user_properties.extend(junit_properties(record, mesh_settings.report_dir))

@@ -13,12 +13,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-
-if TYPE_CHECKING:
-    from pytest_meshcheck.kube.settings import KubeSettings
 
 PROFILES = ("smoke", "ci", "nightly")
 # Load and duration scale per profile: smoke for a quick signal, ci for the default gate, nightly for
@@ -67,10 +64,22 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "confidence",
         "--mesh-confidence",
-        "Confidence level of every statistical verdict, between 0.5 and 0.9999",
+        "Deprecated: no verdict uses it since rate checks plan both error rates; set --mesh-alpha instead",
         "0.99",
     ),
-    Option("profile", "--mesh-profile", "Load and duration scale: smoke, ci or nightly", "ci"),
+    Option(
+        "alpha",
+        "--mesh-alpha",
+        "False-fail rate of each rate check: the chance a policy that holds fails it",
+        "0.001",
+    ),
+    Option(
+        "beta",
+        "--mesh-beta",
+        "Miss rate of each rate check: the chance a policy off by the check's delta passes it",
+        "0.05",
+    ),
+    Option("profile", "--mesh-profile", "Power vs time: smoke (delta x1.41), ci, nightly (delta x0.58)", "ci"),
     Option("report_dir", "--mesh-report-dir", "Directory for per-scenario HTML/JSON reports and index.html", "reports"),
     Option(
         "keep", "--mesh-keep", "Keep the mesh's work directory (local) or namespace (cluster) after the run", flag=True
@@ -116,6 +125,13 @@ OPTIONS: tuple[Option, ...] = (
         "Print every object and check a cluster run would create and run, then exit",
         flag=True,
     ),
+    Option(
+        "require_binaries",
+        "--mesh-require-binaries",
+        "Fail, instead of skip, tests marked envoy, prometheus or chromium when that binary is missing "
+        "(on by default when $CI is true)",
+        flag=True,
+    ),
 )
 
 
@@ -127,6 +143,8 @@ class MeshSettings:
     policies: Path | None = None
     istio_version: str | None = None
     confidence: float = 0.99
+    alpha: float = 0.001
+    beta: float = 0.05
     profile: str = "ci"
     report_dir: Path = Path("reports")
     keep: bool = False
@@ -141,6 +159,7 @@ class MeshSettings:
     echo_image: str = "python:3.12-slim"
     create: bool = False
     dry_run: bool = False
+    require_binaries: bool = False
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
@@ -158,20 +177,18 @@ class MeshSettings:
         """The kubeconfig context name (``kind`` maps to ``kind-<cluster>``)."""
         return f"kind-{self.kind_cluster}" if self.context == "kind" else self.context
 
-    def kube_settings(self, **overrides: Any) -> KubeSettings:
-        """The cluster-run settings of a kube context (``overrides``, such as ``run_id``, win)."""
-        from pytest_meshcheck.kube.settings import KubeSettings
-
-        return KubeSettings.from_mesh_settings(self, **overrides)
-
     def header(self) -> str:
         """One line for the pytest header."""
+        from pytest_meshcheck.istio_version import DEFAULT_ISTIO_VERSION
+
         ctx = self.context if self.context in ("local", "kind") else f"kube:{self.context}"
         parts = [
             f"context={ctx}",
-            f"istio={self.istio_version or ('from istiod' if not self.is_local else 'default')}",
+            f"istio={self.istio_version or ('from istiod' if not self.is_local else DEFAULT_ISTIO_VERSION)}",
             f"profile={self.profile}",
             f"confidence={self.confidence}",
+            f"alpha={self.alpha}",
+            f"beta={self.beta}",
             f"seed={self.seed}",
             f"reports={self.report_dir}",
         ]
@@ -235,6 +252,18 @@ def _confidence(value: str, where: str, opt: Option) -> float:
     return c
 
 
+def _error_rate(value: str, where: str, opt: Option) -> float:
+    # Both bounds are open: a rate of 0 needs infinitely many samples, and 0.5 or more is a coin toss.
+    example = opt.default
+    try:
+        rate = float(value)
+    except ValueError:
+        raise _fail(where, opt, f"{value!r} is not a number", f"Use a rate such as {example}") from None
+    if not 0.0 < rate < 0.5:
+        raise _fail(where, opt, f"{rate} is outside (0, 0.5)", f"Use a rate above 0 and below 0.5, such as {example}")
+    return rate
+
+
 def _profile(value: str, where: str, opt: Option) -> str:
     if value not in PROFILES:
         raise _fail(where, opt, f"unknown profile {value!r}", f"Use one of {', '.join(PROFILES)}")
@@ -281,6 +310,8 @@ _PARSERS: dict[str, Callable[[str, str, Option], Any]] = {
     "policies": _existing_path,
     "istio_version": _istio_version,
     "confidence": _confidence,
+    "alpha": _error_rate,
+    "beta": _error_rate,
     "profile": _profile,
     "report_dir": lambda v, w, o: Path(v).expanduser(),
     "seed": _seed,

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_meshcheck.expect import Load, predict_overflow
-from pytest_meshcheck.harness.scenario import Scenario
+from pytest_meshcheck import ClosedLoop, Fault, Scenario
 
 SERVICE = "order-service"
 CIRCUIT_BREAKING_TASK = """
@@ -44,42 +43,16 @@ spec:
 
 
 @pytest.mark.parametrize(("concurrency", "overflows"), [(1, False), (3, True)])
-def test_connection_pool_overflows_beyond_its_capacity(scenario: Scenario, concurrency: int, overflows: bool) -> None:
-    """maxConnections 1 + http1MaxPendingRequests 1 hold two requests: concurrency 1 never overflows, 3 always does."""
-    scenario.policies.apply(CIRCUIT_BREAKING_TASK)
-    scenario.policies.apply(NO_RETRIES, builtin=False)
-    effective = scenario.effective(SERVICE)
-    prediction = predict_overflow(effective, Load(concurrency=concurrency))
-    scenario.explain(prediction.explain())
-    with scenario.chaos.latency(SERVICE, 0.03) as injected:
-        result = scenario.load.closed(SERVICE, concurrency=concurrency, requests=60 * concurrency)
-        scenario.require_chaos(injected)
-    statuses = result.status_histogram()
-    overloaded = result.overloaded_count
-    detail = f"status histogram {statuses}"
+def test_connection_pool_overflows_beyond_its_capacity(
+    mesh_scenario: Scenario, concurrency: int, overflows: bool
+) -> None:
+    """maxConnections 1 + http1MaxPendingRequests 1 hold two requests: concurrency 1 never overflows, 3 does."""
+    mesh_scenario.apply(CIRCUIT_BREAKING_TASK)
+    mesh_scenario.apply(NO_RETRIES, builtin=False)
+    mesh_scenario.inject(SERVICE, Fault.latency(0.03))
+    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=concurrency, requests=60 * concurrency))
     if overflows:
-        scenario.check_value("claim: 503 UO overflow responses", float(overloaded), at_least=1.0,
-                             reasons=prediction.reasons, detail=detail)  # fmt: skip
+        mesh_scenario.expect_overflow(at_least=1)
     else:
-        scenario.check_value("claim: 503 UO overflow responses", float(overloaded), expected=0.0,
-                             reasons=prediction.reasons, detail=detail)  # fmt: skip
-        scenario.check_value("claim: successful requests", float(result.success_count), expected=float(result.count))
-    scenario.check_value(
-        f"model: overflow {prediction.level} at concurrency {concurrency}",
-        float(overloaded > 0),
-        expected=float(prediction.level == "always") if prediction.level != "rare" else float(overloaded > 0),
-        reasons=prediction.reasons,
-    )
-    scenario.check_value(
-        "every 503 carries x-envoy-overloaded", float(overloaded), expected=float(statuses.get(503, 0))
-    )
-    prom = scenario.prom()
-    counted = scenario.cluster_increase("envoy_cluster_upstream_rq_pending_overflow", SERVICE, prom) + (
-        scenario.cluster_increase("envoy_cluster_upstream_rq_active_overflow", SERVICE, prom)
-    )
-    scenario.check_value(
-        "Envoy overflow counters (pending + active) = overloaded responses",
-        counted,
-        expected=float(overloaded),
-        reasons=prediction.reasons,
-    )
+        mesh_scenario.expect_overflow(equals=0)
+    mesh_scenario.expect_model_consistency()

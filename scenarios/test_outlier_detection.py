@@ -20,7 +20,7 @@ RATE = 60.0  # requests per second, open loop
 TIMING_TOLERANCE = 0.25
 
 
-def outlier_policy(extra: str) -> str:
+def outlier_policy(extra: str, consecutive: int = 3) -> str:
     """A DestinationRule for payment-service with consecutive5xxErrors 3, interval 0.5s, baseEjectionTime 2s."""
     return f"""
 apiVersion: networking.istio.io/v1
@@ -30,7 +30,7 @@ spec:
   host: payment-service
   trafficPolicy:
     outlierDetection:
-      consecutive5xxErrors: 3
+      consecutive5xxErrors: {consecutive}
       interval: 0.5s
       baseEjectionTime: 2s
 {extra}
@@ -49,37 +49,31 @@ def served_by(result: LoadResult, instance: str) -> tuple[np.ndarray, np.ndarray
     return times[order], np.asarray(rec.status[:n])[mask][order]
 
 
-def test_failing_replica_is_ejected_then_returns(scenario: Scenario) -> None:
+def test_failing_replica_is_ejected_then_returns(mesh_scenario: Scenario) -> None:
     """A replica that always fails is ejected after 3 consecutive 5xx and returns after baseEjectionTime (2 s)."""
     claimed_failures, base, interval = 3, 2.0, 0.5
-    scenario.policies.apply(outlier_policy("      maxEjectionPercent: 50"))
-    effective = scenario.effective(SERVICE)
+    mesh_scenario.policies.apply(outlier_policy("      maxEjectionPercent: 50"))
+    effective = mesh_scenario.effective(SERVICE)
     fault = DestinationFault("error", rate=1.0, status=503, instances=1)
     prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=RATE))
-    scenario.explain(prediction.explain())
-    scenario.check_value(
-        "model: replicas ejected at once", float(prediction.ejected), expected=1.0, reasons=prediction.reasons
-    )
-    scenario.check_value(
-        "model: consecutive failures that eject", float(prediction.failures_to_eject or 0),
-        expected=float(claimed_failures), reasons=prediction.reasons,
-    )  # fmt: skip
-    with scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
-        result = scenario.load.open(SERVICE, rate=RATE, duration=4.0)
-        scenario.require_chaos(injected)
+    mesh_scenario.explain(prediction.explain())
+    with mesh_scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
+        result = mesh_scenario.load.open(SERVICE, rate=RATE, duration=4.0)
+        mesh_scenario.require_chaos(injected)
     times, statuses = served_by(result, injected.instances[0])
     gaps = np.diff(times)
     first_gap = int(np.argmax(gaps > 1.0)) if (gaps > 1.0).any() else len(times) - 1
-    scenario.check_value(
+    # Exact: consecutive 5xx ejections land as the third error is counted, and an open loop at 60/s has
+    # no other request in flight to that replica at that moment.
+    mesh_scenario.check_value(
         "claim: failures before the first ejection",
         float(first_gap + 1),
-        at_least=float(claimed_failures),
-        at_most=float(claimed_failures + 1),
+        expected=float(claimed_failures),
         reasons=prediction.reasons,
-        detail=f"{len(times)} responses from the failing replica; one more may be in flight when the ejection lands",
+        detail=f"{len(times)} responses from the failing replica",
     )
     gap = float(gaps[first_gap]) if 0 <= first_gap < len(gaps) else 0.0
-    scenario.check_value(
+    mesh_scenario.check_value(
         "claim: first ejection, time the failing replica served nothing (s)",
         gap,
         at_least=base - TIMING_TOLERANCE,
@@ -90,42 +84,59 @@ def test_failing_replica_is_ejected_then_returns(scenario: Scenario) -> None:
     )
     if prediction.ejection_durations:
         low, high = prediction.ejection_durations[0]
-        scenario.check_value("model: first ejection duration (s)", gap, at_least=low - TIMING_TOLERANCE,
-                             at_most=high + TIMING_TOLERANCE, unit="s", reasons=prediction.reasons)  # fmt: skip
+        mesh_scenario.check_value(
+            "model: first ejection duration (s)",
+            gap,
+            at_least=low - TIMING_TOLERANCE,
+            at_most=high + TIMING_TOLERANCE,
+            unit="s",
+            reasons=prediction.reasons,
+        )
     done = result.started_wall + np.asarray(result.records.done[: result.count])
     if 0 <= first_gap < len(gaps):
         window = (done > times[first_gap] + 0.05) & (done < times[first_gap + 1] - 0.05)
         failed_while_ejected = int((np.asarray(result.records.status[: result.count])[window] >= 500).sum())
-        scenario.check_value(
-            "claim: failed requests while the replica was ejected", float(failed_while_ejected), expected=0.0,
+        mesh_scenario.check_value(
+            "claim: failed requests while the replica was ejected",
+            float(failed_while_ejected),
+            expected=0.0,
             detail=f"{int(window.sum())} requests went to the healthy replicas during the ejection",
-        )  # fmt: skip
-    scenario.check_value(
+        )
+    mesh_scenario.check_value(
         "claim: the replica returned after its ejection", float(len(times) - first_gap - 1), at_least=1.0
     )
-    prom = scenario.prom()
-    ejections = scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_enforced_total", SERVICE, prom)
-    scenario.check_value(
+    prom = mesh_scenario.prom()
+    ejections = mesh_scenario.cluster_increase(
+        "envoy_cluster_outlier_detection_ejections_enforced_total", SERVICE, prom
+    )
+    mesh_scenario.check_value(
         "envoy_cluster_outlier_detection_ejections_enforced_total", ejections, at_least=1.0, reasons=prediction.reasons
     )
     assert statuses[0] == 503
+    # The model's own numbers come last: a weaker policy must fail on a claim about the mesh, not on these.
+    mesh_scenario.check_value(
+        "model: replicas ejected at once", float(prediction.ejected), expected=1.0, reasons=prediction.reasons
+    )
+    mesh_scenario.check_value(
+        "model: consecutive failures that eject",
+        float(prediction.failures_to_eject or 0),
+        expected=float(claimed_failures),
+        reasons=prediction.reasons,
+    )
 
 
-def test_default_max_ejection_percent_ejects_nothing_with_three_replicas(scenario: Scenario) -> None:
+def test_default_max_ejection_percent_ejects_nothing_with_three_replicas(mesh_scenario: Scenario) -> None:
     """Without maxEjectionPercent (Envoy's 10 %) no replica of three is ejected: (0 + 1) / 3 > 10 %."""
-    scenario.policies.apply(outlier_policy(""))
-    effective = scenario.effective(SERVICE)
+    mesh_scenario.policies.apply(outlier_policy(""))
+    effective = mesh_scenario.effective(SERVICE)
     fault = DestinationFault("error", rate=1.0, status=503, instances=1)
     prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=RATE))
-    scenario.explain(prediction.explain())
-    scenario.check_value(
-        "model: replicas Envoy may eject", float(prediction.ejected), expected=0.0, reasons=prediction.reasons
-    )
-    with scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
-        result = scenario.load.open(SERVICE, rate=RATE, duration=3.0)
-        scenario.require_chaos(injected)
+    mesh_scenario.explain(prediction.explain())
+    with mesh_scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
+        result = mesh_scenario.load.open(SERVICE, rate=RATE, duration=3.0)
+        mesh_scenario.require_chaos(injected)
     times, _ = served_by(result, injected.instances[0])
-    scenario.check_value(
+    mesh_scenario.check_value(
         "claim: longest pause of the failing replica (s)",
         float(np.diff(times).max()) if len(times) > 1 else 99.0,
         at_most=0.5,
@@ -133,18 +144,21 @@ def test_default_max_ejection_percent_ejects_nothing_with_three_replicas(scenari
         reasons=prediction.reasons,
         detail="a replica that is never ejected keeps receiving its share at 60 requests/s",
     )
-    prom = scenario.prom()
-    enforced = scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_enforced_total", SERVICE, prom)
-    overflow = scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_overflow", SERVICE, prom)
-    scenario.check_value(
+    prom = mesh_scenario.prom()
+    enforced = mesh_scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_enforced_total", SERVICE, prom)
+    overflow = mesh_scenario.cluster_increase("envoy_cluster_outlier_detection_ejections_overflow", SERVICE, prom)
+    mesh_scenario.check_value(
         "claim: envoy_cluster_outlier_detection_ejections_enforced_total",
         enforced,
         expected=0.0,
         reasons=prediction.reasons,
     )
-    scenario.check_value(
+    mesh_scenario.check_value(
         "envoy_cluster_outlier_detection_ejections_overflow (ejections refused by maxEjectionPercent)",
         overflow,
         at_least=1.0,
         reasons=prediction.reasons,
+    )
+    mesh_scenario.check_value(
+        "model: replicas Envoy may eject", float(prediction.ejected), expected=0.0, reasons=prediction.reasons
     )

@@ -14,13 +14,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import httpx
 
+from pytest_meshcheck.chaos.kinds import INJECTED_KINDS, FaultKind
 from pytest_meshcheck.errors import ChaosError
 
-FaultKind = Literal["error", "latency", "reset"]
+# Re-exported for importers written before FaultKind moved to chaos.kinds.
+__all__ = ["AppliedFault", "ChaosTarget", "DestinationChaos", "FaultKind", "error_spec", "latency_spec", "reset_spec"]
 
 
 class ChaosTarget(Protocol):
@@ -100,10 +102,15 @@ class DestinationChaos:
         """Set fault ``kind`` with ``spec`` (the echo admin's JSON for that kind) on every target.
 
         Raises:
-            ChaosError: An instance refused or could not be reached; instances already changed are reverted.
+            ChaosError: ``kind`` is not one the workloads inject, or an instance refused or could not be
+                reached; instances already changed are reverted.
         """
         if not targets:
             raise ChaosError("no workload instances to apply the fault to; check the service name and instance filter")
+        if kind not in INJECTED_KINDS:
+            raise ChaosError(
+                f"fault kind {kind!r} is not injected by the workloads; use one of {', '.join(sorted(INJECTED_KINDS))}"
+            )
         done: list[ChaosTarget] = []
         try:
             for t in targets:

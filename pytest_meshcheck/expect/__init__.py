@@ -35,6 +35,7 @@ from pytest_meshcheck.expect.model import (
 )
 from pytest_meshcheck.expect.overflow import pool_capacity, predict_overflow
 from pytest_meshcheck.expect.retries import predict_success, retry_token
+from pytest_meshcheck.expect.routing import RoutedDestination, RoutingPrediction, predict_routing
 from pytest_meshcheck.expect.timeouts import (
     backoff_ranges,
     effective_per_try_timeout,
@@ -56,6 +57,8 @@ __all__ = [
     "OverflowPrediction",
     "Prediction",
     "Reason",
+    "RoutedDestination",
+    "RoutingPrediction",
     "SuccessPrediction",
     "backoff_ranges",
     "default_policy",
@@ -69,6 +72,7 @@ __all__ = [
     "predict_ejection",
     "predict_latency",
     "predict_overflow",
+    "predict_routing",
     "predict_success",
     "retry_token",
 ]

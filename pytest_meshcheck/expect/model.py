@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pytest_meshcheck.chaos.kinds import FaultKind
 from pytest_meshcheck.errors import MeshcheckError
 from pytest_meshcheck.istio_version import IstioVersion
 from pytest_meshcheck.topology import ServiceSpec
 
-FaultKind = Literal["error", "latency", "reset", "refused"]
 OverflowLevel = Literal["never", "rare", "always"]
 
 

@@ -111,7 +111,7 @@ class FaultHandle:
             return []
         out: list[InstanceProof] = []
         for t in self._targets:
-            now = _stats(t, self._chaos._mesh.chaos.client)
+            now = _stats(t, self._chaos.mesh.chaos.client)
             before = self._baseline.get(t.name, {})
             counter = _COUNTER[self.kind]
             out.append(
@@ -124,12 +124,18 @@ class FaultHandle:
             )
         return out
 
+    @property
+    def final_proof(self) -> list[InstanceProof]:
+        """The proof frozen when the fault was reverted (empty while it is active)."""
+        return list(self._final or [])
+
     def require_effective(self) -> list[InstanceProof]:
         """Confirm at the destination that the fault happened at least once.
 
         Raises:
             ChaosNotEffective: The instances served traffic but injected nothing, or served nothing at all.
         """
+        __tracebackhide__ = True
         proof = self.proof()
         if not self.is_destination_fault:
             return proof
@@ -169,6 +175,7 @@ class Chaos:
 
     def __init__(self, mesh: MeshBackend, policies: MeshPolicies) -> None:
         self._mesh = mesh
+        self.mesh = mesh
         self._policies = policies
         self.handles: list[FaultHandle] = []
 
@@ -258,10 +265,13 @@ class Chaos:
         svc = self._mesh.topology.service(service)
         current = self._mesh.policies
         existing = next(
-            (vs for vs in current.virtual_services if any(
-                self._mesh.topology.resolve_host(h, vs.namespace) == svc for h in vs.hosts)),
+            (
+                vs
+                for vs in current.virtual_services
+                if any(self._mesh.topology.resolve_host(h, vs.namespace) == svc for h in vs.hosts)
+            ),
             None,
-        )  # fmt: skip
+        )
         if existing is not None:
             patched = dataclasses.replace(
                 existing, http=tuple(dataclasses.replace(r, fault=fault) for r in existing.http)

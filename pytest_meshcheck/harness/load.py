@@ -54,7 +54,6 @@ class LoadDriver:
         # The engine runs in a child process and reports only at the end, so live numbers come from the
         # caller's sidecar (the backend's live_counts) while the load runs in a worker thread.
         assert self.progress is not None
-        live = getattr(self._mesh, "live_counts", None)
         outcome: dict[str, LoadResult | BaseException] = {}
 
         def work() -> None:
@@ -63,13 +62,14 @@ class LoadDriver:
             except BaseException as exc:
                 outcome["error"] = exc
 
-        base = live(service) if callable(live) else None
+        base = self._mesh.live_counts(service)
         worker = threading.Thread(target=work, name="meshcheck-load", daemon=True)
         worker.start()
         while worker.is_alive():
             worker.join(0.5)
-            if base is not None and callable(live):
-                done, ok = live(service)
+            now = self._mesh.live_counts(service) if base is not None else None
+            if base is not None and now is not None:
+                done, ok = now
                 self.progress.update(f"load on {service}", self._sent + done - base[0], self._ok + ok - base[1])
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]
@@ -77,7 +77,7 @@ class LoadDriver:
         assert isinstance(result, LoadResult)
         self._sent += result.count
         self._ok += result.success_count
-        self.progress.update(f"load on {service} done", self._sent, self._ok)
+        self.progress.update(f"load on {service}", self._sent, self._ok)
         return result
 
     def run(

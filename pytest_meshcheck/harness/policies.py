@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_meshcheck.errors import MeshcheckWarning
 from pytest_meshcheck.policy import PolicySet, check_policies_fit, load_policies, load_policy_text
 from pytest_meshcheck.policy.model import PolicyWarning
 from pytest_meshcheck.policy.scale import scale_durations
@@ -43,7 +45,6 @@ class MeshPolicies:
         self._snapshot = mesh.policies
         self.applied: list[PolicySet] = []
         self.warnings: list[PolicyWarning] = []
-        self.convergence: list[float] = []
 
     def apply(
         self, policies: PolicySet | str | Path, *, builtin: bool = True, time_scale: float | None = None
@@ -58,18 +59,21 @@ class MeshPolicies:
         ps = self._user if builtin and self._user is not None else as_policy_set(policies, source=self.source)
         if time_scale is not None:
             ps = scale_durations(ps, time_scale)
-        self.warnings += [*ps.warnings, *check_policies_fit(ps, self._mesh.topology)]
-        self.convergence.append(self._mesh.apply(ps))
+        new = [*ps.warnings, *check_policies_fit(ps, self._mesh.topology)]
+        self.warnings += new
+        for w in new:
+            warnings.warn(MeshcheckWarning(str(w)), stacklevel=2)
+        self._mesh.apply(ps)
         self.applied.append(ps)
         return ps
 
     def remove(self, policies: PolicySet) -> None:
         """Remove policies before the test ends."""
-        self.convergence.append(self._mesh.remove(policies))
+        self._mesh.remove(policies)
 
     def clear(self) -> None:
         """Run with no policies at all (Istio's defaults only)."""
-        self.convergence.append(self._mesh.replace_all(PolicySet()))
+        self._mesh.replace_all(PolicySet())
 
     def restore(self) -> None:
         """Put back the policies that were in force before the test (teardown)."""

@@ -13,14 +13,35 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_meshcheck.errors import MeshcheckError
 from pytest_meshcheck.harness.chaos import Chaos, FaultHandle
+from pytest_meshcheck.harness.declare import (
+    ClosedLoop,
+    Counter,
+    CounterExpectation,
+    Drive,
+    EjectionExpectation,
+    EveryRequest,
+    Fault,
+    LatencyExpectation,
+    LoadShape,
+    OverflowExpectation,
+    RateExpectation,
+    Role,
+    bounds,
+    status_share,
+    success,
+)
 from pytest_meshcheck.harness.load import LoadDriver, LoadPhase
+from pytest_meshcheck.harness.plan import PlannedRate, plan_rate
 from pytest_meshcheck.harness.policies import MeshPolicies
+from pytest_meshcheck.harness.verify import Declarations
 from pytest_meshcheck.report.record import (
     ChaosRecord,
     CheckRecord,
@@ -33,10 +54,14 @@ from pytest_meshcheck.report.record import (
 if TYPE_CHECKING:
     from pytest_meshcheck.backend import MeshBackend
     from pytest_meshcheck.expect import EffectivePolicy, Reason
+    from pytest_meshcheck.harness.verify import ScenarioPlan
     from pytest_meshcheck.load import LoadResult
     from pytest_meshcheck.metrics.prom import Prom
+    from pytest_meshcheck.policy import PolicySet
     from pytest_meshcheck.policy.model import DestinationRule, VirtualService
     from pytest_meshcheck.settings import MeshSettings
+    from pytest_meshcheck.verdict.power import RateDecision, RateOutcome
+    from pytest_meshcheck.verdict.sequential import Direction
 
 # Envoy cluster counters summarised in every report (names as Prometheus exposes them).
 REPORT_COUNTERS = (
@@ -64,7 +89,20 @@ REPORT_SERIES = {
 
 
 class ScenarioFailed(AssertionError):
-    """A resilience claim did not hold; the message says what was expected, what was seen, and where to look."""
+    """A resilience claim did not hold; the message says what was expected, what was seen, and where to look.
+
+    Attributes:
+        checks: The checks that failed or were inconclusive, with their names and roles.
+    """
+
+    def __init__(self, message: str, checks: tuple[CheckRecord, ...] = ()) -> None:
+        super().__init__(message)
+        self.checks = checks
+
+    @property
+    def check_names(self) -> tuple[str, ...]:
+        """Names of the failed checks."""
+        return tuple(c.name for c in self.checks)
 
 
 def _cluster_regex(fqdn: str) -> str:
@@ -126,6 +164,7 @@ class Scenario:
             "run_id": run_id,
         }
         self._reasons: list[str] = []
+        self.declared = Declarations()
         # Counters are diffed from a scrape taken after the scenario began and before any of its traffic,
         # so the tail of an earlier test's traffic never leaks into this window.
         from pytest_meshcheck.metrics.prom import Prom
@@ -138,7 +177,7 @@ class Scenario:
     @property
     def confidence(self) -> float:
         """Confidence level of every statistical check."""
-        return self.settings.confidence
+        return 1 - self.settings.alpha
 
     @property
     def report_file(self) -> Path:
@@ -161,16 +200,6 @@ class Scenario:
             self.mesh.policies, self.mesh.topology, service, subset=subset, route=route, istio=self.mesh.istio_version
         )
 
-    def requests_for(self, expected: float, tolerance: float) -> int:
-        """Requests needed so the interval's half-width is at most the (profile-scaled) tolerance."""
-        from pytest_meshcheck.verdict import sample_size
-
-        return sample_size(expected, self.tolerance(tolerance), confidence=self.confidence)
-
-    def tolerance(self, tolerance: float) -> float:
-        """The tolerance after the profile's scale: ``smoke`` widens it, ``nightly`` tightens it."""
-        return min(0.5, tolerance / math.sqrt(self.settings.scale))
-
     def explain(self, reasons: Iterable[Reason | str]) -> list[str]:
         """Remember the reasons behind the expectation (they go into messages and the report)."""
         lines = [str(r) for r in reasons]
@@ -179,22 +208,360 @@ class Scenario:
                 self._reasons.append(line)
         return lines
 
+    # ------------------------------------------------------------------ declare, then verify
+
+    def apply(
+        self, policies: PolicySet | str | Path, *, builtin: bool = True, time_scale: float | None = None
+    ) -> PolicySet:
+        """Apply the scenario's policies (replaced by ``--mesh-policies`` when ``builtin``); see ``MeshPolicies``."""
+        return self.policies.apply(policies, builtin=builtin, time_scale=time_scale)
+
+    def inject(self, service: str, fault: Fault) -> None:
+        """Declare a fault at ``service``'s instances; it is injected by :meth:`verify`, and always reverted."""
+        self.target(service)
+        self.declared.faults.append((self.mesh.topology.service(service).name, fault))
+
+    def drive(
+        self, service: str, load: LoadShape | None = None, *, headers: dict[str, str] | None = None, path: str = "/"
+    ) -> None:
+        """Declare the load: a :class:`ClosedLoop` (its size planned from the checks) or an :class:`OpenLoop`."""
+        self.target(service)
+        name = self.mesh.topology.service(service).name
+        self.declared.drive = Drive(name, load or ClosedLoop(), headers, path)
+
+    def expect_success_ratio(
+        self,
+        *,
+        at_least: float | None = None,
+        at_most: float | None = None,
+        about: float | None = None,
+        delta: float | None = None,
+    ) -> None:
+        """Claim the share of 2xx answers; ``delta`` is the smallest violation the check must catch."""
+        alternative, value = bounds(at_least, at_most, about)
+        word = {"at-least": "at least", "at-most": "at most", "two-sided": "about"}[alternative]
+        self._expect_rate(f"claim: success ratio {word} {value:.2%}", "claim", alternative, value, delta, "success")
+
+    def expect_status_share(
+        self,
+        status: int,
+        *,
+        at_least: float | None = None,
+        at_most: float | None = None,
+        about: float | None = None,
+        delta: float | None = None,
+    ) -> None:
+        """Claim the share of answers with ``status``."""
+        alternative, value = bounds(at_least, at_most, about)
+        word = {"at-least": "at least", "at-most": "at most", "two-sided": "about"}[alternative]
+        self._expect_rate(
+            f"claim: share of {status} answers {word} {value:.2%}",
+            "claim",
+            alternative,
+            value,
+            delta,
+            f"status:{status}",
+            status_share(status),
+        )
+
+    def expect_share(
+        self,
+        name: str,
+        count: Counter,
+        *,
+        at_least: float | None = None,
+        at_most: float | None = None,
+        about: float | None = None,
+        delta: float | None = None,
+        model: float | None = None,
+        of_requests: float = 1.0,
+    ) -> None:
+        """Claim any share of requests: ``count(result)`` gives (requests meeting it, requests counted).
+
+        ``model`` is the model's value for the active policy, when a ``predict_*`` function gives one: the
+        check is then planned to fail when the model says the claim cannot hold. ``of_requests`` is the
+        share of all requests that ``count`` counts (such as 0.3 for the retried ones), so the sample is
+        planned for the denominator, not for every request.
+        """
+        alternative, value = bounds(at_least, at_most, about)
+        if not 0.0 < of_requests <= 1.0:
+            raise MeshcheckError(f"{name}: of_requests={of_requests!r} must be a share in (0, 1]")
+        measure = f"custom:{name}" if model is None else f"given:{model!r}"
+        self._expect_rate(f"claim: {name}", "claim", alternative, value, delta, measure, count, of_requests)
+
+    def expect_model_consistency(self, *, delta: float | None = None) -> None:
+        """The success ratio agrees with the model's prediction for the active policy (two-sided)."""
+        self._expect_rate(
+            "model: success ratio predicted from the policy", "model", "two-sided", None, delta, "success"
+        )
+
+    def expect_counter(
+        self,
+        metric: str,
+        *,
+        equals: float | str | None = None,
+        at_least: float | None = None,
+        at_most: float | None = None,
+        role: Role = "evidence",
+    ) -> None:
+        """An Envoy counter's increase (read through Prometheus) equals a number or a client-side count.
+
+        ``metric`` is a full name or an ``envoy_cluster_`` suffix such as ``upstream_rq_retry``. ``equals``
+        may name a client-side count: ``client_retries``, ``overloaded``, ``requests``, ``successes``,
+        ``aborted``, ``not_aborted``.
+        """
+        self.declared.add(CounterExpectation(metric, equals, at_least, at_most, role))
+
+    def expect_every_request(
+        self, *, status: int | None = None, max_attempts: int | None = None, attempts: int | None = None
+    ) -> None:
+        """An exact claim about every request: its final ``status`` and its upstream tries."""
+        self.declared.add(EveryRequest(status, max_attempts, attempts))
+
+    def expect_latency(
+        self,
+        *,
+        at_most: float | None = None,
+        at_least: float | None = None,
+        percentile: float | None = None,
+        slack: float = 0.0,
+    ) -> None:
+        """An exact claim on latency, in seconds: every request (or the ``percentile``) ends within the bounds.
+
+        ``slack`` is the scheduling noise allowed above ``at_most`` (two shared cores: the load generator and
+        Envoy compete for them); it is stated in the check. A timeout never fires early, so ``at_least`` has
+        no slack.
+        """
+        if at_most is None and at_least is None:
+            raise MeshcheckError("expect_latency needs at_most= and/or at_least= (seconds)")
+        self.declared.add(LatencyExpectation(at_most, at_least, percentile, slack))
+
+    def expect_ejection(
+        self, *, after_errors: int | None = None, within: float | None = None, instances: int | None = None
+    ) -> None:
+        """A claim on outlier ejection of the faulted instances, counted at the instances themselves.
+
+        ``after_errors``: the first faulted instance ejected served exactly this many requests before it
+        (a consecutive-5xx ejection lands as that error is counted). ``within``: after this many seconds of
+        an :class:`OpenLoop` load, no request reaches a faulted instance (the load runs in two phases).
+        ``instances``: at least this many ejections were enforced (Envoy's counter). Keep the load shorter
+        than ``baseEjectionTime``, or an instance returns and serves again.
+        """
+        if after_errors is None and within is None and instances is None:
+            raise MeshcheckError("expect_ejection needs after_errors=, within= and/or instances=")
+        self.declared.add(EjectionExpectation(after_errors, within, instances))
+
+    def expect_overflow(self, *, equals: int | None = None, at_least: int | None = None) -> None:
+        """A claim on ``503 UO`` overflow answers; Envoy's overflow counters must agree with them exactly."""
+        if equals is None and at_least is None:
+            raise MeshcheckError("expect_overflow needs equals= (such as 0) or at_least= (such as 1)")
+        self.declared.add(OverflowExpectation(equals, at_least))
+
+    def _expect_rate(
+        self,
+        name: str,
+        role: Role,
+        alternative: str,
+        value: float | None,
+        delta: float | None,
+        measure: str,
+        count: Counter = success,
+        of_requests: float = 1.0,
+    ) -> None:
+        if delta is not None and not 0.0 < delta < 1.0:
+            raise MeshcheckError(f"{name}: delta={delta!r} must be in (0, 1), such as 0.05")
+        self.declared.add(
+            RateExpectation(name, role, alternative, value, delta, measure, count, of_requests)  # type: ignore[arg-type]
+        )
+
+    def plan(self) -> ScenarioPlan:
+        """The model's prediction and every planned check, without sending traffic."""
+        from pytest_meshcheck.harness.verify import plan
+
+        return plan(self, self.declared)
+
+    def verify(self) -> LoadResult:
+        """Predict, plan, inject, drive and decide every declared check, once.
+
+        Called automatically when the test function returns with declarations still pending.
+
+        Raises:
+            ScenarioFailed: A claim or model check failed or was inconclusive (all of them are listed).
+        """
+        __tracebackhide__ = True
+        from pytest_meshcheck.harness.verify import verify
+
+        return verify(self, self.declared)
+
     # ------------------------------------------------------------------ checks
 
-    def _fail(self, check: CheckRecord, message: str) -> ScenarioFailed:
-        policy_lines = "\n    ".join(check.reasons or self._reasons) or "(none recorded)"
-        detail = message if message.startswith(check.name) else f"{check.name}: {message}"
+    def _fail(self, checks: Sequence[CheckRecord], messages: Sequence[str]) -> ScenarioFailed:
+        reasons = [r for c in checks for r in c.reasons] or self._reasons
+        policy_lines = "\n    ".join(dict.fromkeys(reasons)) or "(none recorded)"
+        pairs = zip(checks, messages, strict=True)
+        details = "\n  ".join(m if m.startswith(c.name) else f"{c.name}: {m}" for c, m in pairs)
         text = (
-            f"{self.record.title}\n  {detail}\n"
+            f"{self.record.title}\n  {details}\n"
             f"  policy lines and defaults involved:\n    {policy_lines}\n"
             f"  report: {self.report_file}"
         )
         self.record.message = text
-        return ScenarioFailed(text)
+        return ScenarioFailed(text, tuple(checks))
 
     def _add(self, check: CheckRecord) -> CheckRecord:
         self.record.checks.append(check)
         return check
+
+    def raise_failures(self, failed: Sequence[CheckRecord]) -> None:
+        """Raise one :class:`ScenarioFailed` naming every failed check, if there is any."""
+        __tracebackhide__ = True
+        if failed:
+            raise self._fail(failed, [c.detail + (f"; {c.detects}" if c.detects else "") for c in failed])
+
+    def _rate_record(self, planned: PlannedRate, decision: RateDecision, method: str, note: str = "") -> CheckRecord:
+        e = planned.expectation
+        model = "" if planned.model_value is None else f"; model {planned.model_value:.4%}"
+        detail = (
+            decision.summary + model + (f"; {planned.note}" if planned.note else "") + (f"; {note}" if note else "")
+        )
+        return self._add(
+            CheckRecord(
+                name=e.name,
+                passed=decision.passed,
+                expected=planned.rule.expected,
+                observed=decision.observed,
+                interval=list(decision.interval),
+                n=decision.n,
+                confidence=1 - planned.rule.alpha,
+                method=method,
+                unit="ratio",
+                reasons=self.explain([]) or list(self._reasons),
+                detail=detail,
+                role=e.role,
+                alternative=planned.rule.alternative,
+                outcome=decision.outcome,
+                alpha=decision.alpha,
+                beta=decision.beta,
+                delta=planned.rule.delta,
+                detects=decision.detects,
+            )
+        )
+
+    def decide_rate(self, planned: PlannedRate, successes: int, n: int) -> list[CheckRecord]:
+        """Decide a planned rate on a fixed sample; return it in a list when it did not pass."""
+        from pytest_meshcheck.verdict.power import decide
+
+        if n == 0:
+            # Nothing to judge (no retries happened, say): never a pass.
+            check = self._add(
+                CheckRecord(
+                    name=planned.expectation.name,
+                    passed=False,
+                    expected=planned.rule.expected,
+                    n=0,
+                    method="exact binomial",
+                    reasons=list(self._reasons),
+                    role=planned.expectation.role,
+                    alternative=planned.rule.alternative,
+                    outcome="inconclusive",
+                    detail=f"no requests to judge the {planned.rule.what} on: inconclusive, not a pass",
+                )
+            )
+            return [check]
+        # The region always comes from the claim at alpha; a refutation plan only made the sample larger.
+        check = self._rate_record(planned, decide(planned.rule, successes, n), "exact binomial")
+        return [] if check.passed else [check]
+
+    def decide_anytime(self, planned: PlannedRate, successes: int, n: int) -> list[CheckRecord]:
+        """Decide a rate on a sample whose size a sequential test chose: a confidence sequence, valid anyway.
+
+        The claim holds while the level-``1 - alpha`` confidence sequence still reaches a rate that holds it;
+        it failed when the sequence lies beyond ``delta``, and is inconclusive in between.
+        """
+        from pytest_meshcheck.verdict.anytime import confidence_sequence
+        from pytest_meshcheck.verdict.power import decide
+
+        rule = planned.rule
+        fixed = decide(rule, successes, n)
+        low, high = confidence_sequence(successes, n, rule.alpha)
+        below = rule.alternative in ("at-least", "two-sided") and high < rule.expected
+        above = rule.alternative in ("at-most", "two-sided") and low > rule.expected
+        outcome: RateOutcome = "passed"
+        if below or above:
+            broken = (below and high < rule.expected - rule.delta) or (above and low > rule.expected + rule.delta)
+            outcome = "failed" if broken else "inconclusive"
+        decision = replace(fixed, outcome=outcome, interval=(low, high))
+        note = "sample size chosen by the sequential test: decided with a confidence sequence (anytime-valid)"
+        check = self._rate_record(planned, decision, "confidence sequence", note)
+        return [] if check.passed else [check]
+
+    def sequential_claim(
+        self, drive: Drive, concurrency: int, planned: PlannedRate, max_requests: int
+    ) -> tuple[LoadResult, tuple[PlannedRate, object]]:
+        """Drive closed-loop batches until Wald's SPRT (Ville's bounds) decides ``planned`` (``--mesh-sequential``)."""
+        from pytest_meshcheck.harness.verify import SEQUENTIAL_BATCH, ordered_outcomes
+        from pytest_meshcheck.load import LoadResult
+        from pytest_meshcheck.verdict import SequentialTest
+
+        rule = planned.rule
+        direction: Direction = "below" if rule.alternative == "at-least" else "above"
+        p1 = rule.expected - rule.delta if direction == "below" else rule.expected + rule.delta
+        beta = rule.beta
+        if planned.refutation is not None:
+            # The model says the claim cannot hold: test against the model's rate, missing it at most alpha.
+            p1, beta = (planned.model_value or p1), rule.alpha
+        tolerance = abs(rule.expected - p1)
+        test = SequentialTest(
+            rule.expected,
+            tolerance,
+            direction=direction,
+            alpha=rule.alpha,
+            beta=beta,
+            max_n=max_requests,
+            what=rule.what,
+        )
+        results: list[LoadResult] = []
+        while test.decision == "continue":
+            batch = min(SEQUENTIAL_BATCH * concurrency, max_requests - test.n)
+            result = self.load.closed(
+                drive.service, concurrency=concurrency, requests=batch, path=drive.path, headers=drive.headers
+            )
+            results.append(result)
+            test.update_many(ordered_outcomes(result))
+        return LoadResult.concat(results), (planned, test)
+
+    def record_sequential(self, planned: PlannedRate, test: object) -> list[CheckRecord]:
+        """Record the SPRT's decision of a claim; return it in a list when it did not pass."""
+        from pytest_meshcheck.verdict import SequentialTest
+
+        assert isinstance(test, SequentialTest)
+        rule = planned.rule
+        decision = test.decision
+        outcome = {"pass": "passed", "fail": "failed"}.get(decision, "inconclusive")
+        v = test.verdict()
+        check = self._add(
+            CheckRecord(
+                name=planned.expectation.name,
+                passed=outcome == "passed",
+                expected=rule.expected,
+                observed=v.observed,
+                interval=[v.interval.low, v.interval.high] if v.interval else None,
+                n=test.n,
+                confidence=1 - rule.alpha,
+                method="sprt",
+                reasons=list(self._reasons),
+                detail=f"{v.detail}; fixed-sample plan was {planned.n_needed} requests",
+                role=planned.expectation.role,
+                alternative=rule.alternative,
+                outcome=outcome,  # type: ignore[arg-type]
+                alpha=test.alpha,
+                beta=test.beta,
+                delta=rule.delta,
+                detects=f"would have caught a {rule.what} of {test.alternatives[0]:.4%} with "
+                f"{(1 - test.beta) * 100:g} % probability (SPRT, Ville's bounds)",
+            )
+        )
+        return [] if check.passed else [check]
 
     def check_rate(
         self,
@@ -203,105 +570,47 @@ class Scenario:
         n: int,
         expected: float,
         *,
-        tolerance: float = 0.0,
         alternative: str = "two-sided",
+        delta: float | None = None,
+        role: Role = "claim",
         reasons: Iterable[Reason | str] = (),
     ) -> CheckRecord:
-        """Check a proportion against the expected rate with a binomial confidence interval.
+        """Decide a rate on a sample you collected yourself (the declarative form plans it for you).
+
+        The rule uses the run's alpha and beta and ``delta`` (profile-scaled); plan ``n`` with
+        :meth:`requests_for` first, or the record says how little the check could detect.
 
         Raises:
-            ScenarioFailed: The interval excludes ``[expected - tolerance, expected + tolerance]``.
+            ScenarioFailed: The rate is off the claim (failed, or inconclusive).
         """
-        from pytest_meshcheck.verdict import check_proportion
+        __tracebackhide__ = True
+        from pytest_meshcheck.harness.declare import success
+        from pytest_meshcheck.verdict.power import decide
 
-        tol = self.tolerance(tolerance) if tolerance else 0.0
-        verdict = check_proportion(
-            successes, n, expected, alternative=alternative, tolerance=tol,  # type: ignore[arg-type]
-            confidence=self.confidence, what=name,
-        )  # fmt: skip
-        check = self._add(
-            CheckRecord(
-                name=name,
-                passed=verdict.passed,
-                expected=expected,
-                observed=verdict.observed,
-                interval=[verdict.interval.low, verdict.interval.high] if verdict.interval else None,
-                n=n,
-                confidence=self.confidence,
-                method=verdict.method,
-                unit="ratio",
-                reasons=self.explain(reasons),
-                detail=f"tolerance ±{tol:.3f}, {alternative}",
-            )
+        self.explain(reasons)
+        e = RateExpectation(name, role, alternative, expected, delta, "custom", success)  # type: ignore[arg-type]
+        planned = plan_rate(
+            e, expected, None, alpha=self.settings.alpha, beta=self.settings.beta, delta_scale=self.delta_scale
         )
-        if not verdict.passed:
-            raise self._fail(check, verdict.message)
+        check = self._rate_record(planned, decide(planned.rule, successes, n), "exact binomial")
+        self.raise_failures([] if check.passed else [check])
         return check
 
-    def sequential_rate(
-        self,
-        name: str,
-        service: str,
-        expected: float,
-        *,
-        tolerance: float,
-        concurrency: int,
-        max_requests: int,
-        batch: int = 100,
-        headers: dict[str, str] | None = None,
-        reasons: Iterable[Reason | str] = (),
-    ) -> list[LoadResult]:
-        """Drive closed-loop batches and decide "success ratio at least ``expected``" with Wald's SPRT.
+    def requests_for(self, expected: float, *, alternative: str = "two-sided", delta: float | None = None) -> int:
+        """Requests a rate check needs to meet the run's alpha and beta at ``delta`` (profile-scaled)."""
+        from pytest_meshcheck.harness.declare import success
 
-        The test is declared before the first request (H0: ``expected``; H1: ``expected - tolerance``;
-        alpha = beta = 1 - confidence) and stops at the first clear decision, so a clearly healthy or clearly
-        broken policy needs far fewer requests than the fixed-sample check. It is one experiment: a failed
-        or undecided run is reported as such, never continued or retried.
+        e = RateExpectation("rate", "claim", alternative, expected, delta, "custom", success)  # type: ignore[arg-type]
+        return plan_rate(
+            e, expected, None, alpha=self.settings.alpha, beta=self.settings.beta, delta_scale=self.delta_scale
+        ).n_needed
 
-        Returns:
-            The load results of the batches, in order.
+    @property
+    def delta_scale(self) -> float:
+        """The profile's scale on every delta: ``smoke`` detects coarser violations, ``nightly`` finer ones."""
+        return 1.0 / math.sqrt(self.settings.scale)
 
-        Raises:
-            ScenarioFailed: The SPRT accepted H1 (the claim does not hold).
-            MeshcheckError: Still undecided after ``max_requests``.
-        """
-        from pytest_meshcheck.errors import MeshcheckError
-        from pytest_meshcheck.verdict import SequentialTest
-
-        tol = self.tolerance(tolerance)
-        test = SequentialTest(
-            expected, tol, direction="below", confidence=self.confidence, max_n=max_requests, what=name
-        )
-        results: list[LoadResult] = []
-        decision = "continue"
-        while decision == "continue":
-            result = self.load.closed(service, concurrency=concurrency, requests=batch, headers=headers)
-            results.append(result)
-            status = np.asarray(result.records.status[: result.count])
-            order = np.argsort(np.asarray(result.records.done[: result.count]), kind="stable")
-            decision = test.update_many(bool(200 <= s < 300) for s in status[order])
-        verdict = test.verdict()
-        check = self._add(
-            CheckRecord(
-                name=name,
-                passed=decision == "pass",
-                expected=expected,
-                observed=verdict.observed,
-                interval=[verdict.interval.low, verdict.interval.high] if verdict.interval else None,
-                n=test.n,
-                confidence=self.confidence,
-                method="sprt",
-                reasons=self.explain(reasons),
-                detail=f"sequential: H0 {expected:.4f} vs H1 {expected - tol:.4f}, decided {decision} after {test.n}",
-            )
-        )
-        if decision == "fail":
-            raise self._fail(check, verdict.message)
-        if decision != "pass":
-            raise MeshcheckError(f"{name}: the sequential test was still undecided after {test.n} requests")
-        return results
-
-    def check_value(
+    def decide_value(
         self,
         name: str,
         observed: float,
@@ -310,14 +619,11 @@ class Scenario:
         at_most: float | None = None,
         at_least: float | None = None,
         unit: str = "count",
+        role: Role = "claim",
         reasons: Iterable[Reason | str] = (),
         detail: str = "",
-    ) -> CheckRecord:
-        """An exact check: ``observed`` equals ``expected`` or lies within the given bounds.
-
-        Raises:
-            ScenarioFailed: It does not.
-        """
+    ) -> list[CheckRecord]:
+        """Record an exact check; return it in a list when it did not hold (see :meth:`check_value`)."""
         passed = True
         rule: list[str] = []
         if expected is not None:
@@ -330,6 +636,7 @@ class Scenario:
             passed &= observed >= at_least
             rule.append(f">= {at_least:g}")
         shown = expected if expected is not None else (at_most if at_most is not None else at_least)
+        verdict = f"observed {observed:g} {unit}, expected {' and '.join(rule)}"
         check = self._add(
             CheckRecord(
                 name=name,
@@ -339,37 +646,130 @@ class Scenario:
                 method="exact",
                 unit=unit,
                 reasons=self.explain(reasons),
-                detail=(detail + "; " if detail else "") + "expected " + " and ".join(rule),
+                detail=verdict + (f"; {detail}" if detail else ""),
+                role=role,
+                alternative="exact",
+                outcome="passed" if passed else "failed",
             )
         )
-        if not passed:
-            raise self._fail(check, f"observed {observed:g} {unit}, expected {' and '.join(rule)}")
-        return check
+        return [] if passed else [check]
+
+    def check_value(
+        self,
+        name: str,
+        observed: float,
+        *,
+        expected: float | None = None,
+        at_most: float | None = None,
+        at_least: float | None = None,
+        unit: str = "count",
+        role: Role | None = None,
+        reasons: Iterable[Reason | str] = (),
+        detail: str = "",
+    ) -> CheckRecord:
+        """An exact check: ``observed`` equals ``expected`` or lies within the given bounds.
+
+        ``role`` defaults from the name: ``claim: ...`` is a claim, ``model: ...`` a model check.
+
+        Raises:
+            ScenarioFailed: It does not.
+        """
+        __tracebackhide__ = True
+        role = role or ("claim" if name.startswith("claim") else "model" if name.startswith("model") else "evidence")
+        failed = self.decide_value(
+            name,
+            observed,
+            expected=expected,
+            at_most=at_most,
+            at_least=at_least,
+            unit=unit,
+            role=role,
+            reasons=reasons,
+            detail=detail,
+        )
+        self.raise_failures(failed)
+        return self.record.checks[-1]
 
     def require_chaos(self, *handles: FaultHandle) -> None:
-        """Confirm at the destination that every fault really happened (else :class:`ChaosNotEffective`)."""
+        """Prove at the destination that every fault hit at its declared rate.
+
+        The share of requests each fault hit is checked against its rate (exactly for a rate of 1, else a
+        two-sided rate check at the run's alpha); a fault that missed is an error, never a pass.
+
+        Raises:
+            ChaosNotEffective: The fault injected nothing, or not at its rate.
+        """
+        __tracebackhide__ = True
+        from pytest_meshcheck.errors import ChaosNotEffective
+        from pytest_meshcheck.verdict.power import RateRule, decide
+
         for h in handles:
             proof = h.require_effective()
-            if proof:
-                self.record.checks.append(
-                    CheckRecord(
-                        name=f"chaos live: {h.kind} on {h.service}",
-                        passed=True,
-                        observed=float(sum(p.injected for p in proof)),
-                        method="exact",
-                        unit="count",
-                        detail="faults injected at the destination: "
-                        + ", ".join(f"{p.instance} {p.injected}/{p.served}" for p in proof),
-                    )
+            if not proof:
+                continue
+            injected, served = sum(p.injected for p in proof), sum(p.served for p in proof)
+            rate = float(h.spec.get("probability", 1.0))
+            per_instance = ", ".join(f"{p.instance} {p.injected}/{p.served}" for p in proof)
+            name = f"chaos live: {h.kind} on {h.service} at {rate:.0%}"
+            if rate >= 1.0:
+                held = injected == served
+                detail = f"every request served was faulted: {per_instance}"
+                check = CheckRecord(
+                    name=name,
+                    passed=held,
+                    expected=1.0,
+                    observed=injected / served if served else None,
+                    n=served,
+                    method="exact",
+                    detail=detail,
+                    role="evidence",
+                    alternative="exact",
+                    outcome="passed" if held else "error",
+                )
+            else:
+                d = decide(
+                    RateRule(
+                        rate,
+                        "two-sided",
+                        min(0.1, rate, 1 - rate),
+                        self.settings.alpha,
+                        0.05,
+                        what="share of requests faulted",
+                    ),
+                    injected,
+                    served,
+                )
+                held = d.outcome == "passed"
+                check = CheckRecord(
+                    name=name,
+                    passed=held,
+                    expected=rate,
+                    observed=d.observed,
+                    interval=list(d.interval),
+                    n=served,
+                    confidence=1 - self.settings.alpha,
+                    method="exact binomial",
+                    unit="ratio",
+                    detail=f"{d.summary}; {per_instance}",
+                    role="evidence",
+                    alternative="two-sided",
+                    outcome="passed" if held else "error",
+                    alpha=d.alpha,
+                    beta=d.beta,
+                    delta=d.rule.delta,
+                    detects=d.detects,
+                )
+            self._add(check)
+            if not held:
+                raise ChaosNotEffective(
+                    f"chaos not effective: {h.kind} fault at {rate:.0%} on {h.service} hit {injected} of {served} "
+                    f"requests ({check.detail}); the verdict would not be about the declared fault, so the "
+                    "scenario is an error, not a pass"
                 )
 
     def mesh_response_flags(self, service: str) -> dict[str, int] | None:
         """Response flags of the caller's sidecar for ``service`` since the scenario began (``None`` if unknown)."""
-        flags_for = getattr(self.mesh, "response_flags", None)
-        if not callable(flags_for):
-            return None
-        result: dict[str, int] = flags_for(service, self.window_start, time.time())
-        return result
+        return self.mesh.response_flags(service, self.window_start, time.time())
 
     # ------------------------------------------------------------------ Prometheus
 
@@ -504,7 +904,7 @@ class Scenario:
                     spec=dict(h.spec),
                     applied_at=h.applied_at,
                     reverted_at=h.reverted_at,
-                    proof={p.instance: p.as_dict() for p in (h._final or [])},
+                    proof={p.instance: p.as_dict() for p in h.final_proof},
                 )
             )
         self.record.policies = self._policy_records()
@@ -520,11 +920,9 @@ class Scenario:
                 "traceback": "".join(traceback.format_exception(error))[-4000:],
             }
         self._prom_evidence()
-        flags_for = getattr(self.mesh, "response_flags", None)
-        if callable(flags_for):
-            for svc in self.services:
-                for flag, count in flags_for(svc, self.started_at, self.record.ended_at).items():
-                    self.record.response_flags[flag] = self.record.response_flags.get(flag, 0) + count
+        for svc in self.services:
+            for flag, count in (self.mesh.response_flags(svc, self.started_at, self.record.ended_at) or {}).items():
+                self.record.response_flags[flag] = self.record.response_flags.get(flag, 0) + count
         if not self.record.message and outcome == "passed":
             self.record.message = f"{len(self.record.checks)} check(s) held"
         from pytest_meshcheck.report import write_scenario_report

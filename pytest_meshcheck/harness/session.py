@@ -20,9 +20,12 @@ def write_run_index(config: pytest.Config, settings: MeshSettings, run_id: str) 
     if not records:
         return
     regressions = compare_baseline(records, settings.baseline) if settings.baseline else []
+    # ``mesh_context`` is the key the index shows as "Mesh context" (under ``context`` it was listed twice).
+    # No ``istio_version``: the index shows the version each scenario's mesh resolved, not the setting,
+    # which is empty unless given.
     run_info = {
         "run_id": run_id,
-        "context": settings.context,
+        "mesh_context": settings.context,
         "profile": settings.profile,
         "confidence": str(settings.confidence),
         "seed": str(settings.seed),

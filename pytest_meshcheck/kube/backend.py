@@ -496,3 +496,13 @@ class KubeBackend:
         if self.agent_pod:
             facts["agent_pod"] = self.agent_pod
         return facts
+
+    # ------------------------------------------------------------------ capabilities a cluster lacks
+
+    def response_flags(self, service: str, start: float, end: float) -> None:
+        """``None``: the sidecar's access log stays in the cluster, so the flags cannot be told here."""
+        return None
+
+    def live_counts(self, service: str) -> None:
+        """``None``: nothing is read from the agent's sidecar while its load job runs."""
+        return None

@@ -269,11 +269,6 @@ class KubeClient:
         )
         return list(doc.get("items") or [])
 
-    def list_events(self, namespace: str) -> list[dict[str, Any]]:
-        """Events of a namespace (for diagnosing pods that never get ready)."""
-        doc = self._json(f"LIST events in {namespace}", self.core.list_namespaced_event, namespace)
-        return list(doc.get("items") or [])
-
     def list_custom(
         self, group: str, version: str, plural: str, label_selector: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ Objects, in creation order (see :func:`run_manifests`):
 * ``Sidecar default``: scopes the sidecars of the namespace to the namespace's own services, so their
   config (and their stats) stay small on a shared cluster.
 * ``ConfigMap meshcheck-echo`` (the echo workload, :mod:`pytest_meshcheck.workload.echo`) and
-  ``ConfigMap meshcheck-agent`` (the in-mesh agent plus the load engine modules it runs).
+  ``ConfigMap meshcheck-agent`` (the in-mesh agent plus the load engine modules it runs): the bundles of
+  :mod:`pytest_meshcheck.workload.bundle`.
 * Per service a ``Service``; per service and version a ``Deployment`` running the echo file in a stock
   Python image.
 * ``Deployment meshcheck-agent``: the caller. Its sidecar is the proxy that enforces the policies.
@@ -20,9 +21,6 @@ hides ``envoy_cluster_upstream_rq_retry``, the outlier-detection and the overflo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from pytest_meshcheck.backend import WorkloadInstance
@@ -38,6 +36,7 @@ from pytest_meshcheck.kube.settings import (
 )
 from pytest_meshcheck.policy.model import Policy
 from pytest_meshcheck.topology import ServiceSpec, Topology, VersionSpec
+from pytest_meshcheck.workload.bundle import AGENT_FILES, ECHO_FILES, ShippedFile
 
 Manifest = dict[str, Any]
 
@@ -58,43 +57,6 @@ PROXY_STATS_MATCHER = {
     "inclusionRegexps": [".*outlier_detection.*", ".*upstream_rq_retry.*", ".*upstream_rq_pending.*"],
     "inclusionSuffixes": ["upstream_rq_timeout", "upstream_cx_overflow"],
 }
-
-_PKG = "pytest_meshcheck"
-_PACKAGE_INIT = '"""pytest-meshcheck modules shipped to the in-mesh agent (load engine only)."""\n'
-_LOAD_INIT = '"""Load engine modules; the agent imports them directly."""\n'
-
-
-@dataclass(frozen=True)
-class ShippedFile:
-    """One file of a ConfigMap: its key, where it is mounted, and where its text comes from."""
-
-    key: str
-    path: str
-    source: str  # package-relative path, or "" for generated text
-    text: str = ""
-
-    def content(self) -> str:
-        """The file's text (read from the installed package)."""
-        if not self.source:
-            return self.text
-        return resources.files(_PKG).joinpath(self.source).read_text(encoding="utf-8")
-
-
-ECHO_FILES = (ShippedFile("echo.py", "echo.py", "workload/echo.py"),)
-
-#: The agent and the load engine. ``records.py`` is the standard-library stand-in for the numpy store
-#: (the image has no numpy); everything else is the engine the local context runs, byte for byte.
-AGENT_FILES = (
-    ShippedFile("agent.py", "agent.py", "kube/agent.py"),
-    ShippedFile("pkg.init.py", f"{_PKG}/__init__.py", "", _PACKAGE_INIT),
-    ShippedFile("pkg.errors.py", f"{_PKG}/errors.py", "errors.py"),
-    ShippedFile("load.init.py", f"{_PKG}/load/__init__.py", "", _LOAD_INIT),
-    ShippedFile("load.engine.py", f"{_PKG}/load/engine.py", "load/engine.py"),
-    ShippedFile("load.http1.py", f"{_PKG}/load/http1.py", "load/http1.py"),
-    ShippedFile("load.profile.py", f"{_PKG}/load/profile.py", "load/profile.py"),
-    ShippedFile("load.request.py", f"{_PKG}/load/request.py", "load/request.py"),
-    ShippedFile("load.records.py", f"{_PKG}/load/records.py", "kube/agent_records.py"),
-)
 
 
 def _meta(settings: KubeSettings, name: str, component: str, **extra: Any) -> dict[str, Any]:
@@ -154,7 +116,7 @@ def _configmap(settings: KubeSettings, name: str, files: tuple[ShippedFile, ...]
 
 
 def echo_configmap(settings: KubeSettings) -> Manifest:
-    """The echo workload file, mounted into every echo pod."""
+    """The echo workload's files, mounted into every echo pod as a package tree."""
     return _configmap(settings, ECHO_CONFIGMAP, ECHO_FILES, "echo")
 
 
@@ -418,16 +380,3 @@ def object_ref(obj: Manifest) -> str:
     meta = obj.get("metadata", {})
     ns = meta.get("namespace")
     return f"{obj.get('kind')} {ns + '/' if ns else ''}{meta.get('name')}"
-
-
-def write_shipped_files(files: tuple[ShippedFile, ...], directory: Path) -> Path:
-    """Lay ``files`` out under ``directory`` exactly as the pod's ConfigMap volume mounts them.
-
-    Returns:
-        ``directory``, which then holds e.g. ``agent.py`` and ``pytest_meshcheck/load/engine.py``.
-    """
-    for f in files:
-        target = directory / f.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f.content(), encoding="utf-8")
-    return directory

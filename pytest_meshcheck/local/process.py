@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from pytest_meshcheck.errors import MeshSetupError
+from pytest_meshcheck.procfs import proc_alive, proc_start_time
 
 _PR_SET_PDEATHSIG = 1
 
@@ -37,30 +38,6 @@ _PR_SET_PDEATHSIG = 1
 def state_root() -> Path:
     """Directory holding one state file per live process group (per user)."""
     return Path(tempfile.gettempdir()) / f"pytest-meshcheck-{os.getuid()}"
-
-
-def _proc_start_time(pid: int) -> int | None:
-    """Kernel start time of ``pid`` in clock ticks, or ``None`` if it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses; fields after the last ')' are fixed.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return int(fields[19])
-
-
-def _alive(pid: int, start_time: int | None) -> bool:
-    now = _proc_start_time(pid)
-    if now is None:
-        return False
-    if start_time is not None and now != start_time:
-        return False
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
 
 
 def _set_parent_death_signal() -> None:
@@ -175,7 +152,7 @@ class ProcessGroup:
             raise MeshSetupError(f"cannot start {name} ({argv[0]}): {exc.strerror}") from exc
         finally:
             log.close()
-        proc = ManagedProcess(name, popen, log_path, _proc_start_time(popen.pid))
+        proc = ManagedProcess(name, popen, log_path, proc_start_time(popen.pid))
         self.processes.append(proc)
         self._write_state()
         return proc
@@ -186,7 +163,7 @@ class ProcessGroup:
         state = {
             "label": self.label,
             "owner_pid": os.getpid(),
-            "owner_start": _proc_start_time(os.getpid()),
+            "owner_start": proc_start_time(os.getpid()),
             "work_dir": str(self.work_dir),
             "keep": self.keep,
             "children": [
@@ -255,11 +232,11 @@ def sweep_leftovers(log: Callable[[str], None] | None = None) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError):
             state_file.unlink(missing_ok=True)
             continue
-        if _alive(owner, owner_start):
+        if proc_alive(owner, owner_start):
             continue
         for child in state.get("children", []):
             pid, start = int(child["pid"]), child.get("start")
-            if _alive(pid, start):
+            if proc_alive(pid, start):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
                 removed.append(f"killed {child['name']} pid {pid} ({state.get('label')} of pid {owner}, gone)")

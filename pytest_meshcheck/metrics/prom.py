@@ -154,12 +154,6 @@ class Prom:
         """Increase of an ``envoy_cluster_*`` counter for one cluster, under either label convention."""
         return self.increase(cluster_selector(metric, cluster, {**self.base_labels, **(labels or {})}))
 
-    def gauge_max(self, promql: str, step: float = 1.0) -> float:
-        """Largest value of a gauge expression within the window (0.0 if absent)."""
-        start, end = self._bounds()
-        values = [v for s in self.range(f"sum({promql})", start, end, step) for _, v in s.points]
-        return max(values, default=0.0)
-
     def wait_scraped_after(self, t: float, target_labels: Mapping[str, str], timeout: float = 10.0) -> float:
         """Wait until Prometheus holds a sample of the target taken after unix time ``t``.
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import cast
 
-from pytest_meshcheck.policy import validation as v
 from pytest_meshcheck.policy.model import (
     ConnectionPool,
     ConsistentHash,
@@ -22,6 +21,7 @@ from pytest_meshcheck.policy.model import (
     TrafficPolicy,
 )
 from pytest_meshcheck.policy.reader import Fields, child
+from pytest_meshcheck.policy.validation import is_istio_dns_label, label_errors, wildcard_domain_error
 
 _SIMPLE: tuple[LoadBalancerSimple, ...] = (
     "UNSPECIFIED",
@@ -47,7 +47,7 @@ def build_destination_rule(spec: Fields, name: str, namespace: str | None, api_v
     spec.finish()
     if host is None:
         spec.require("host", "set host to the service, e.g. host: order-service.platform-core.svc.cluster.local")
-    elif (err := v.wildcard_domain_error(host)) is not None:
+    elif (err := wildcard_domain_error(host)) is not None:
         spec.ctx.error(spec.at("host"), f"invalid host: {err}", "use a service name or FQDN")
     seen: set[str] = set()
     for s_f, subset in zip(subsets_f or [], subsets, strict=True):
@@ -73,9 +73,9 @@ def _subset(f: Fields) -> Subset:
     f.finish()
     if name is None:
         f.require("name", "name the subset, e.g. name: v1")
-    elif not v.is_istio_dns_label(name):
+    elif not is_istio_dns_label(name):
         f.ctx.error(f.at("name"), f"subset name {name!r} is not a DNS-1123 label", "use letters, digits and '-'")
-    for key, message in v.label_errors(labels or {}):
+    for key, message in label_errors(labels or {}):
         f.ctx.error(child(f.at("labels"), key), message, "use Kubernetes label syntax for keys and values")
     if not f.data.get("labels"):
         f.ctx.warn(f.path, "subset has no labels, so it selects every instance of the service")

@@ -7,9 +7,9 @@ nothing, because Istio injects a fault into 0 % of requests when no percentage i
 
 from __future__ import annotations
 
-from pytest_meshcheck.policy import validation as v
 from pytest_meshcheck.policy.model import FaultAbort, FaultDelay, HTTPFaultInjection
 from pytest_meshcheck.policy.reader import Fields
+from pytest_meshcheck.policy.validation import GRPC_STATUS_NAMES, percentage_error
 
 
 def _percentage(f: Fields) -> float | None:
@@ -18,7 +18,7 @@ def _percentage(f: Fields) -> float | None:
         return None
     value = pct_f.number("value")
     pct_f.finish()
-    if value is not None and (err := v.percentage_error(value)) is not None:
+    if value is not None and (err := percentage_error(value)) is not None:
         f.ctx.error(pct_f.at("value"), err, "use a percentage from 0 to 100, e.g. percentage: {value: 100}")
     return value if value is not None else 0.0
 
@@ -99,11 +99,11 @@ def _abort(f: Fields) -> FaultAbort:
     # make the proxy refuse the whole route table; so 600 is rejected here too.
     if status is not None and not 200 <= status <= 599:
         f.ctx.error(f.at("httpStatus"), f"HTTP status {status} is not in range 200-599", "use a status from 200 to 599")
-    if grpc is not None and grpc not in v.GRPC_STATUS_NAMES:
+    if grpc is not None and grpc not in GRPC_STATUS_NAMES:
         f.ctx.error(
             f.at("grpcStatus"),
             f"gRPC status {grpc!r} is not supported",
-            f"use one of {', '.join(sorted(v.GRPC_STATUS_NAMES))}",
+            f"use one of {', '.join(sorted(GRPC_STATUS_NAMES))}",
         )
     if not percentage:
         _warn_no_percentage(f, "abort")

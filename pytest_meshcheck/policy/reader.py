@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pytest_meshcheck.durations import SYNTAX_HINT, DurationError, parse_duration_ns
 from pytest_meshcheck.errors import PolicyIssue
-from pytest_meshcheck.policy import schema
 from pytest_meshcheck.policy.model import PolicyWarning
+from pytest_meshcheck.policy.schema import IGNORED, MASTER_ONLY, PASSTHROUGH, UNSUPPORTED, JsonType, known_fields
 
 IntKind = Literal["int32", "uint32", "uint64"]
 DurationRule = Literal["istio", "non-negative"]
@@ -30,7 +30,7 @@ _INT_RANGES: dict[IntKind, tuple[int, int]] = {
     "uint32": (0, 2**32 - 1),
     "uint64": (0, 2**64 - 1),
 }
-_JSON_TYPE_NAMES: dict[schema.JsonType, str] = {
+_JSON_TYPE_NAMES: dict[JsonType, str] = {
     "string": "a string",
     "integer": "an integer",
     "number": "a number",
@@ -101,7 +101,7 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _json_type(value: Any) -> schema.JsonType | None:
+def _json_type(value: Any) -> JsonType | None:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -378,9 +378,9 @@ class Fields:
             if name in self._used:
                 continue
             path = self.at(name)
-            if name in schema.PASSTHROUGH.get(self.schema_name, ()):
+            if name in PASSTHROUGH.get(self.schema_name, ()):
                 continue
-            ignored = schema.IGNORED.get(self.schema_name, {}).get(name)
+            ignored = IGNORED.get(self.schema_name, {}).get(name)
             if ignored is not None:
                 expected, note = ignored
                 if value is not None and _json_type(value) != expected:
@@ -392,7 +392,7 @@ class Fields:
                 else:
                     self.ctx.warn(path, f"{name} is {note}")
                 continue
-            reason = schema.UNSUPPORTED.get(self.schema_name, {}).get(name)
+            reason = UNSUPPORTED.get(self.schema_name, {}).get(name)
             if reason is not None:
                 self.ctx.error(
                     path,
@@ -401,7 +401,7 @@ class Fields:
                     f"remove {name} from the policies under test, or test this route in a real cluster",
                 )
                 continue
-            if name in schema.MASTER_ONLY.get(self.schema_name, ()):
+            if name in MASTER_ONLY.get(self.schema_name, ()):
                 self.ctx.error(
                     path,
                     f"{name} exists only in unreleased Istio (master), not in the releases pytest-meshcheck models "
@@ -412,7 +412,7 @@ class Fields:
             self._unknown(name, path)
 
     def _unknown(self, name: str, path: str) -> None:
-        allowed = sorted(schema.known_fields(self.schema_name))
+        allowed = sorted(known_fields(self.schema_name))
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
         self.ctx.error(

@@ -6,7 +6,6 @@ Rules follow istiod's ``ValidateVirtualService`` (``pkg/config/validation/valida
 
 from __future__ import annotations
 
-from pytest_meshcheck.policy import validation as v
 from pytest_meshcheck.policy.fault import build_fault
 from pytest_meshcheck.policy.model import (
     Destination,
@@ -19,6 +18,19 @@ from pytest_meshcheck.policy.model import (
     VirtualService,
 )
 from pytest_meshcheck.policy.reader import Fields, child, item
+from pytest_meshcheck.policy.validation import (
+    HEADER_NAME_RE,
+    RETRY_ON_RESET,
+    fqdn_error,
+    hosts_overlap,
+    is_ip,
+    is_istio_dns_label,
+    port_error,
+    regex_error,
+    retry_on_conditions,
+    retry_on_errors,
+    wildcard_domain_error,
+)
 
 _MATCH_KINDS: tuple[StringMatchKind, ...] = ("exact", "prefix", "regex")
 
@@ -69,11 +81,11 @@ def _check_gateway_name(spec: Fields, path: str, gateway: str) -> None:
     # validateGatewayNames
     ns, slash, gw_name = gateway.partition("/")
     if not slash:
-        err = v.fqdn_error(gateway)
+        err = fqdn_error(gateway)
         if err:
             spec.ctx.error(path, f"invalid gateway name: {err}", "use 'mesh' or <namespace>/<gateway-name>")
         return
-    if not (v.is_istio_dns_label(ns) and v.is_istio_dns_label(gw_name)):
+    if not (is_istio_dns_label(ns) and is_istio_dns_label(gw_name)):
         spec.ctx.error(
             path, f"invalid gateway reference {gateway!r}", "use <namespace>/<gateway-name>, both DNS labels"
         )
@@ -82,8 +94,8 @@ def _check_gateway_name(spec: Fields, path: str, gateway: str) -> None:
 def _check_hosts(spec: Fields, hosts: list[tuple[str, str]], applies_to_mesh: bool) -> None:
     valid: list[str] = []
     for path, host in hosts:
-        err = v.wildcard_domain_error(host)
-        if err and not v.is_ip(host):
+        err = wildcard_domain_error(host)
+        if err and not is_ip(host):
             spec.ctx.error(path, f"invalid host: {err}", "use a service name such as order-service or its FQDN")
         elif host == "*" and applies_to_mesh:
             spec.ctx.error(
@@ -95,7 +107,7 @@ def _check_hosts(spec: Fields, hosts: list[tuple[str, str]], applies_to_mesh: bo
         return
     for i, a in enumerate(valid):
         for b in valid[i + 1 :]:
-            if v.hosts_overlap(a, b):
+            if hosts_overlap(a, b):
                 spec.ctx.error(
                     spec.at("hosts"), f"duplicate hosts in virtual service: {a} & {b}", "list each host once"
                 )
@@ -151,7 +163,7 @@ def _string_match(f: Fields, what: str) -> StringMatch | None:
     if value is None:
         return None
     if kind == "regex":
-        err = v.regex_error(value)
+        err = regex_error(value)
         if err:
             f.ctx.error(
                 f.at("regex"), err, "write an RE2 regular expression (https://github.com/google/re2/wiki/Syntax)"
@@ -163,7 +175,7 @@ def _string_match(f: Fields, what: str) -> StringMatch | None:
 def _string_match_map(f: Fields, name: str, check_header_names: bool) -> dict[str, StringMatch]:
     out: dict[str, StringMatch] = {}
     for key, sub in (f.obj_map(name, "StringMatch") or {}).items():
-        if check_header_names and v.HEADER_NAME_RE.fullmatch(key) is None:
+        if check_header_names and HEADER_NAME_RE.fullmatch(key) is None:
             # ValidateHTTPHeaderName
             f.ctx.error(
                 child(f.at(name), key), f"{key!r} is not a valid header name", "use letters, digits, '-' and '_'"
@@ -216,7 +228,7 @@ def _destination(f: Fields) -> Destination:
     if port_f is not None:
         number = port_f.integer("number", "uint32")
         port_f.finish()
-        err = v.port_error(number or 0)
+        err = port_error(number or 0)
         if err:
             f.ctx.error(port_f.at("number"), err, "set port: {number: <service port>}")
     f.finish()
@@ -224,9 +236,9 @@ def _destination(f: Fields) -> Destination:
         f.require("host", "set host to the service name, e.g. order-service")
     elif host == "*":
         f.ctx.error(f.at("host"), "invalid destination host *", "name the service")
-    elif (err := v.wildcard_domain_error(host)) is not None:
+    elif (err := wildcard_domain_error(host)) is not None:
         f.ctx.error(f.at("host"), f"invalid destination host: {err}", "use a service name or FQDN")
-    if subset is not None and not v.is_istio_dns_label(subset):
+    if subset is not None and not is_istio_dns_label(subset):
         f.ctx.error(f.at("subset"), f"subset name {subset!r} is not a DNS-1123 label", "use letters, digits and '-'")
     return Destination(host or "", subset, number)
 
@@ -261,7 +273,7 @@ def _retry(f: Fields) -> HTTPRetry:
             "Istio's default of 2 retries",
         )
     if retry_on:
-        for token in v.retry_on_errors(retry_on):
+        for token in retry_on_errors(retry_on):
             shown = repr(token) + (" (istiod splits on ',' without trimming spaces)" if token != token.strip() else "")
             f.ctx.error(
                 f.at("retryOn"),
@@ -281,8 +293,8 @@ def _retry(f: Fields) -> HTTPRetry:
 def _warn_retry_semantics(f: Fields, retries: HTTPRetry, timeout: float | None) -> None:
     if retries.attempts <= 0 or retries.per_try_timeout is None:
         return
-    conditions = v.retry_on_conditions(retries.retry_on) if retries.retry_on else set()
-    if not conditions & v.RETRY_ON_RESET:
+    conditions = retry_on_conditions(retries.retry_on) if retries.retry_on else set()
+    if not conditions & RETRY_ON_RESET:
         f.ctx.warn(
             f.at("perTryTimeout"),
             "retryOn has none of 5xx, gateway-error, reset: Envoy does not retry an attempt that hits perTryTimeout, "

@@ -2,14 +2,17 @@
 
 Two things count as a regression, scenario by scenario (matched by node id):
 
-* the verdict flipped from good (passed, or an expected failure that failed) to bad (failed, error, or an
-  expected failure that passed);
-* a success ratio dropped beyond statistical noise: the baseline's observed ratio lies above this run's
-  interval, or this run's observed ratio lies below the baseline's interval. A drop inside both intervals
-  is noise at the stated confidence and is not reported.
+* the verdict flipped from good (passed, or an expected failure that failed) to bad (failed,
+  inconclusive, error, or an expected failure that passed);
+* a claimed or modelled rate moved the wrong way beyond statistical noise: the baseline's observed rate
+  lies outside this run's interval, and this run's observed rate outside the baseline's interval, on the
+  side the claim forbids. A move inside both intervals is noise at the stated confidence and is not
+  reported.
 
-Success-ratio checks are the ratio checks whose name contains ``success`` (``success rate``, ``success
-ratio``), matched by name between the runs.
+Rate checks are the ratio checks whose role is ``claim`` or ``model`` (see
+:func:`~pytest_meshcheck.report.record.check_role`), matched by name between the runs. The claim's
+``alternative`` says which way is wrong: down for ``at-least`` (a success rate dropped), up for
+``at-most`` (an error rate rose), away from the expected value for ``two-sided`` and ``exact``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from typing import Any, Literal
 
 from pytest_meshcheck.errors import MeshcheckError
 from pytest_meshcheck.report.index import INDEX_JSON, load_records
-from pytest_meshcheck.report.record import CheckRecord, ScenarioRecord
-from pytest_meshcheck.report.summary import VERDICT_LABELS, format_interval, format_value
+from pytest_meshcheck.report.record import CheckRecord, ScenarioRecord, check_role
+from pytest_meshcheck.report.summary import VERDICT_LABELS, format_interval, format_value, scenario_verdict
 
-RegressionKind = Literal["verdict", "success_ratio"]
+# ``success_ratio``: an at-least rate (a success rate) dropped; ``rate``: an at-most rate rose, or a
+# two-sided rate moved away from its expected value.
+RegressionKind = Literal["verdict", "success_ratio", "rate"]
 GOOD = frozenset({"passed", "xfailed"})
-BAD = frozenset({"failed", "error", "xpassed"})
+BAD = frozenset({"failed", "inconclusive", "error", "xpassed"})
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,9 @@ class Regression:
 
     Attributes:
         nodeid: The scenario.
-        kind: ``verdict`` (the outcome flipped) or ``success_ratio`` (a success ratio dropped).
-        check: The check's name for ``success_ratio``; empty for ``verdict``.
+        kind: ``verdict`` (the outcome flipped), ``success_ratio`` (an at-least rate dropped) or ``rate``
+            (an at-most rate rose, or a two-sided one moved away from its expected value).
+        check: The check's name for a rate; empty for ``verdict``.
         before: The baseline's value (outcome, or observed ratio with its interval).
         after: This run's value.
         detail: One sentence saying what changed, for the summary and the index.
@@ -101,18 +107,52 @@ def load_baseline(path: Path | str) -> list[ScenarioRecord]:
     )
 
 
-def _success_checks(record: ScenarioRecord) -> dict[str, CheckRecord]:
+def _rate_checks(record: ScenarioRecord) -> dict[str, CheckRecord]:
     return {
-        c.name: c for c in record.checks if c.unit == "ratio" and "success" in c.name.lower() and c.observed is not None
+        c.name: c
+        for c in record.checks
+        if c.unit == "ratio" and c.observed is not None and check_role(c) in ("claim", "model")
     }
 
 
-def _ratio_dropped(before: CheckRecord, after: CheckRecord) -> bool:
+def _bounds(check: CheckRecord) -> tuple[float, float] | None:
+    if check.interval is None or len(check.interval) != 2:
+        return None
+    return min(check.interval), max(check.interval)
+
+
+def _dropped(before: CheckRecord, after: CheckRecord) -> bool:
+    """``after`` is below ``before`` beyond noise: outside one of the two intervals."""
     if before.observed is None or after.observed is None or after.observed >= before.observed:
         return False
-    above_now = after.interval is not None and len(after.interval) == 2 and before.observed > max(after.interval)
-    below_then = before.interval is not None and len(before.interval) == 2 and after.observed < min(before.interval)
-    return above_now or below_then
+    now, then = _bounds(after), _bounds(before)
+    return (now is not None and before.observed > now[1]) or (then is not None and after.observed < then[0])
+
+
+def _rose(before: CheckRecord, after: CheckRecord) -> bool:
+    """``after`` is above ``before`` beyond noise: outside one of the two intervals."""
+    if before.observed is None or after.observed is None or after.observed <= before.observed:
+        return False
+    now, then = _bounds(after), _bounds(before)
+    return (now is not None and before.observed < now[0]) or (then is not None and after.observed > then[1])
+
+
+def _worse(before: CheckRecord, after: CheckRecord) -> tuple[RegressionKind, str] | None:
+    """How the rate got worse between the runs (kind and verb), or ``None``; the claim says which way is bad."""
+    if after.alternative == "at-least":
+        return ("success_ratio", "dropped") if _dropped(before, after) else None
+    if after.alternative == "at-most":
+        return ("rate", "rose") if _rose(before, after) else None
+    if after.expected is None or before.observed is None or after.observed is None:
+        return None
+    # Two-sided and exact: worse is farther from the expected value, beyond noise.
+    if abs(after.observed - after.expected) <= abs(before.observed - after.expected):
+        return None
+    if _dropped(before, after):
+        return ("rate", "dropped away from the expected value")
+    if _rose(before, after):
+        return ("rate", "rose away from the expected value")
+    return None
 
 
 def _describe(check: CheckRecord) -> str:
@@ -131,19 +171,22 @@ def find_regressions(records: Sequence[ScenarioRecord], baseline: Sequence[Scena
         old = previous.get(record.nodeid)
         if old is None:
             continue
-        if old.outcome in GOOD and record.outcome in BAD:
-            before = VERDICT_LABELS.get(old.outcome, old.outcome)
-            after = VERDICT_LABELS.get(record.outcome, record.outcome)
+        was, now = scenario_verdict(old), scenario_verdict(record)
+        if was in GOOD and now in BAD:
+            before = VERDICT_LABELS.get(was, was)
+            after = VERDICT_LABELS.get(now, now)
             found.append(
                 Regression(record.nodeid, "verdict", "", before, after, f"verdict flipped from {before} to {after}")
             )
-        old_checks = _success_checks(old)
-        for name, check in _success_checks(record).items():
+        old_checks = _rate_checks(old)
+        for name, check in _rate_checks(record).items():
             prior = old_checks.get(name)
-            if prior is not None and _ratio_dropped(prior, check):
+            worse = _worse(prior, check) if prior is not None else None
+            if prior is not None and worse is not None:
+                kind, verb = worse
                 before, after = _describe(prior), _describe(check)
-                detail = f"{name} dropped from {before} to {after}, beyond the intervals' noise"
-                found.append(Regression(record.nodeid, "success_ratio", name, before, after, detail))
+                detail = f"{name} {verb} from {before} to {after}, beyond the intervals' noise"
+                found.append(Regression(record.nodeid, kind, name, before, after, detail))
     return found
 
 

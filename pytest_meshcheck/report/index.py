@@ -16,17 +16,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_meshcheck.errors import MeshcheckError
-from pytest_meshcheck.report.record import SCHEMA_VERSION, ScenarioRecord
+from pytest_meshcheck.report.record import SCHEMA_VERSION, ScenarioRecord, check_outcome
 from pytest_meshcheck.report.redact import redact_data
 from pytest_meshcheck.report.render import FAILING, format_time, prepare_record, template_env, write_text
 from pytest_meshcheck.report.summary import (
+    CHECK_LABELS,
     VERDICT_LABELS,
+    check_counts,
     format_duration,
+    format_expected,
     format_interval,
+    format_power,
     format_value,
+    headline_check,
+    istio_version_shown,
     load_phases,
-    primary_check,
+    not_held_checks,
     scenario_duration,
+    scenario_verdict,
     total_requests,
 )
 
@@ -38,7 +45,10 @@ INDEX_JSON = "index.json"
 RUN_KIND = "meshcheck-run"
 # Fields left out of index.json: the series and tables live in each scenario's own JSON.
 _BULKY = ("timeseries", "prom_series", "metric_deltas", "load", "chaos", "policies", "error")
-_ORDER = ("failed", "error", "xpassed", "passed", "xfailed", "skipped")
+_ORDER = ("failed", "inconclusive", "error", "xpassed", "passed", "xfailed", "skipped")
+# Run-information keys shown in their own rows. ``context`` is what older callers passed for the mesh
+# context: it is read as ``mesh_context`` and never listed a second time.
+_SHOWN = frozenset({"started_at", "ended_at", "mesh_context", "context", "istio_version", "seed"})
 
 
 def _is_scenario(data: Any) -> bool:
@@ -79,7 +89,7 @@ def load_records(report_dir: Path | str) -> list[ScenarioRecord]:
 
 
 def _run_view(records: Sequence[ScenarioRecord], run_info: Mapping[str, Any]) -> dict[str, Any]:
-    counts: Counter[str] = Counter(r.outcome for r in records)
+    counts: Counter[str] = Counter(scenario_verdict(r) for r in records)
     started = run_info.get("started_at") or min((r.started_at for r in records if r.started_at), default=0.0)
     ended = run_info.get("ended_at") or max((r.ended_at for r in records if r.ended_at), default=0.0)
     failing = sum(counts[o] for o in FAILING)
@@ -94,6 +104,10 @@ def _run_view(records: Sequence[ScenarioRecord], run_info: Mapping[str, Any]) ->
         values = {str(r.context[key]) for r in records if r.context.get(key) not in (None, "")}
         return ", ".join(sorted(values)) or "-"
 
+    # Each record's resolved version (a record may hold the placeholder "default"), unless the run says.
+    istio = run_info.get("istio_version") or ", ".join(sorted({istio_version_shown(r.context) for r in records}))
+    mesh_context = run_info.get("mesh_context") or run_info.get("context") or distinct("mesh_context")
+
     rows = [
         (
             "Verdicts",
@@ -102,33 +116,61 @@ def _run_view(records: Sequence[ScenarioRecord], run_info: Mapping[str, Any]) ->
         ("Requests sent", str(sum(total_requests(r) for r in records))),
         ("Duration", format_duration(ended - started) if started and ended and ended > started else "-"),
         ("Started", format_time(started)),
-        ("Mesh context", str(run_info.get("mesh_context") or distinct("mesh_context"))),
-        ("Istio version", str(run_info.get("istio_version") or distinct("istio_version"))),
+        ("Mesh context", str(mesh_context)),
+        ("Istio version", str(istio or "-")),
         ("Seed", str(run_info.get("seed") if run_info.get("seed") is not None else distinct("seed"))),
     ]
-    shown = {"started_at", "ended_at", "mesh_context", "istio_version", "seed"}
     rows += [
-        (k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in run_info.items() if k not in shown
+        (k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in run_info.items() if k not in _SHOWN
     ]
     return {"headline": headline, "failing": failing, "rows": rows, "counts": counts}
 
 
 def _scenario_row(record: ScenarioRecord, report_dir: Path) -> dict[str, Any]:
-    check = primary_check(record)
+    check = headline_check(record)
+    verdict = scenario_verdict(record)
     href = record.report_path if record.report_path and (report_dir / record.report_path).is_file() else ""
+    failing = verdict in FAILING
+    not_held = []
+    bad = {id(c) for c in not_held_checks(record)}
+    for index, c in enumerate(record.checks):
+        if id(c) not in bad:
+            continue
+        outcome = check_outcome(c)
+        # The scenario page explains such a check in its failure section; without one, in the checks table.
+        anchor = f"failed-{index}" if failing else f"check-{index}"
+        not_held.append(
+            {
+                "name": c.name,
+                "outcome": outcome,
+                "label": CHECK_LABELS.get(outcome, outcome),
+                "observed": format_value(c.observed, c.unit),
+                "expected": format_expected(c),
+                "detects": c.detects,
+                "power": format_power(c),
+                "href": f"{href}#{anchor}" if href else "",
+            }
+        )
+    headline = check_outcome(check) if check else ""
     return {
         "nodeid": record.nodeid,
         "title": record.title,
         "outcome": record.outcome,
-        "label": VERDICT_LABELS.get(record.outcome, record.outcome.upper()),
+        "verdict": verdict,
+        "label": VERDICT_LABELS.get(verdict, verdict.upper()),
         "href": href,
         "check": check.name if check else "",
-        "expected": format_value(check.expected, check.unit) if check else "-",
+        "check_outcome": headline,
+        "check_label": CHECK_LABELS.get(headline, headline) if check else "",
+        "expected": format_expected(check) if check else "-",
         "observed": format_value(check.observed, check.unit) if check else "-",
         "interval": format_interval(check) if check else "-",
+        "counts": check_counts(record),
+        "not_held": not_held,
         "requests": total_requests(record) if load_phases(record) else "-",
         "duration": format_duration(scenario_duration(record)) if scenario_duration(record) else "-",
-        "message": (record.message.splitlines() or [""])[0] if record.outcome in FAILING else "",
+        # The checks that did not hold say why; the message is for failures without such a check (errors).
+        "message": (record.message.splitlines() or [""])[0] if failing and not not_held else "",
     }
 
 
@@ -141,6 +183,7 @@ def _index_json(
         for key in _BULKY:
             data.pop(key, None)
         data["requests"] = total_requests(record)
+        data["verdict"] = scenario_verdict(record)
         scenarios.append(data)
     doc = {
         "kind": RUN_KIND,
@@ -165,7 +208,8 @@ def write_index(
         records: The run's scenarios (usually :func:`load_records` of ``report_dir``), in display order.
         regressions: Regressions against a baseline (see :mod:`pytest_meshcheck.report.baseline`).
         run_info: Run-level facts shown in the summary. Known keys: ``started_at``, ``ended_at`` (unix
-            seconds), ``mesh_context``, ``istio_version``, ``seed``; any other key is shown as it is
+            seconds), ``mesh_context`` (``context`` is read as it), ``istio_version`` (default: each
+            scenario's resolved version), ``seed``; any other key is shown as it is
             (``baseline``, ``pytest_args``...). Values are redacted.
 
     Returns:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pytest_meshcheck.report.record import ScenarioRecord
+from pytest_meshcheck.report.record import ScenarioRecord, check_outcome, check_role
+from pytest_meshcheck.report.summary import scenario_verdict
 
 PREFIX = "meshcheck"
 
@@ -25,12 +26,15 @@ def _num(value: float | None) -> str:
 def junit_properties(record: ScenarioRecord, report_dir: Path | str | None = None) -> list[tuple[str, str]]:
     """``(name, value)`` pairs for ``record_property``.
 
-    Names: ``meshcheck.verdict``, then per check ``meshcheck.<check>.expected``, ``.observed``,
-    ``.interval`` (``low,high``), ``.n``, ``.confidence``, ``.passed`` (checks that share a name get
-    ``_2``, ``_3``...), and ``meshcheck.report`` (the HTML path, under ``report_dir`` when given).
-    Properties with no value (an exact check has no interval) are left out.
+    Names: ``meshcheck.verdict`` (pytest's outcome, ``inconclusive`` when the only checks that did not
+    hold were inconclusive), then per check ``meshcheck.<check>.expected``, ``.observed``, ``.interval``
+    (``low,high``), ``.n``, ``.confidence``, ``.passed``, ``.outcome`` (``passed``, ``failed``,
+    ``inconclusive``, ``error``), ``.role``, ``.alternative``, and for rate verdicts ``.alpha``, ``.beta``,
+    ``.delta``, ``.detects`` (checks that share a name get ``_2``, ``_3``...), and ``meshcheck.report``
+    (the HTML path, under ``report_dir`` when given). Properties with no value (an exact check has no
+    interval) are left out.
     """
-    props: list[tuple[str, str]] = [(f"{PREFIX}.verdict", record.outcome)]
+    props: list[tuple[str, str]] = [(f"{PREFIX}.verdict", scenario_verdict(record))]
     seen: dict[str, int] = {}
     for check in record.checks:
         base = _slug(check.name)
@@ -44,6 +48,13 @@ def junit_properties(record: ScenarioRecord, report_dir: Path | str | None = Non
             ("n", "" if check.n is None else str(check.n)),
             ("confidence", _num(check.confidence)),
             ("passed", str(check.passed).lower()),
+            ("outcome", check_outcome(check)),
+            ("role", check_role(check)),
+            ("alternative", check.alternative),
+            ("alpha", _num(check.alpha)),
+            ("beta", _num(check.beta)),
+            ("delta", _num(check.delta)),
+            ("detects", check.detects),
         ]
         props += [(f"{key}.{field}", value) for field, value in values if value]
     if record.report_path:

@@ -29,6 +29,13 @@ def report_stem(nodeid: str) -> str:
 
 
 Outcome = Literal["passed", "failed", "error", "xfailed", "xpassed", "skipped"]
+# What a check is for: the scenario's claim (what the user promised), the model's prediction (what
+# Istio's semantics imply for the active policy), or evidence (a fault was live, two counters agree).
+CheckRole = Literal["claim", "model", "evidence"]
+CheckAlternative = Literal["two-sided", "at-least", "at-most", "exact"]
+# ``inconclusive``: the rate is below (or off) what a holding policy gives, but not clearly broken by the
+# claim's delta; never a pass. ``error``: the check could not be evaluated (no requests, chaos not live).
+CheckOutcome = Literal["passed", "failed", "inconclusive", "error"]
 
 
 @dataclass
@@ -47,6 +54,14 @@ class CheckRecord:
         unit: ``ratio``, ``s``, ``ms``, ``count``.
         reasons: Why the expectation is what it is: the policy fields and defaults involved.
         detail: Free text (a tolerance, a rule).
+        role: ``claim``, ``model`` or ``evidence``.
+        alternative: ``two-sided``, ``at-least``, ``at-most`` or ``exact``.
+        outcome: ``passed``, ``failed``, ``inconclusive`` or ``error`` (``passed`` mirrors it).
+        alpha: Planned false-fail rate of a rate check (chance a holding policy fails it).
+        beta: Planned miss rate at ``delta`` (chance a policy off by ``delta`` passes it).
+        delta: The smallest violation the check is planned to detect.
+        detects: What the verdict could detect, in one sentence, such as "would have caught a success
+            rate below 97.9 % with 95 % probability".
     """
 
     name: str
@@ -60,6 +75,40 @@ class CheckRecord:
     unit: str = "ratio"
     reasons: list[str] = field(default_factory=list)
     detail: str = ""
+    role: CheckRole = "evidence"
+    alternative: CheckAlternative = "exact"
+    outcome: CheckOutcome = "passed"
+    alpha: float | None = None
+    beta: float | None = None
+    delta: float | None = None
+    detects: str = ""
+
+
+def check_role(check: CheckRecord) -> CheckRole:
+    """What ``check`` is for: its ``role``, or for a record older than that field, its name's prefix.
+
+    Records written before checks had a role read back with the default ``evidence``; their claim and
+    model checks were named ``claim: ...`` and ``model: ...``. This is the only place where a check's
+    name is read for its meaning: every report surface asks here.
+    """
+    if check.role != "evidence":
+        return check.role
+    name = check.name.strip().lower()
+    if name.startswith("claim"):
+        return "claim"
+    if name.startswith("model"):
+        return "model"
+    return "evidence"
+
+
+def check_outcome(check: CheckRecord) -> CheckOutcome:
+    """The check's outcome, also for a record older than the ``outcome`` field.
+
+    Such a record reads back with the default ``passed``; its ``passed`` flag is then what decided.
+    """
+    if check.outcome == "passed" and not check.passed:
+        return "failed"
+    return check.outcome
 
 
 @dataclass

@@ -22,15 +22,21 @@ from markupsafe import Markup
 
 from pytest_meshcheck.errors import MeshcheckError
 from pytest_meshcheck.report.charts import decimate, rebin_timeseries, scenario_charts
-from pytest_meshcheck.report.record import CheckRecord, ScenarioRecord, report_stem
+from pytest_meshcheck.report.record import CheckRecord, ScenarioRecord, check_outcome, check_role, report_stem
 from pytest_meshcheck.report.redact import redact_data
 from pytest_meshcheck.report.summary import (
+    CHECK_LABELS,
+    NOT_HELD_VERDICTS,
     VERDICT_LABELS,
     format_duration,
+    format_expected,
     format_interval,
     format_value,
+    istio_version_shown,
     load_phases,
+    not_held_checks,
     scenario_duration,
+    scenario_verdict,
     total_requests,
 )
 
@@ -41,7 +47,8 @@ MAX_DELTA_ROWS = 400
 #: Traceback lines kept (the last ones, where the error is).
 MAX_TRACEBACK_LINES = 300
 
-FAILING = frozenset({"failed", "error", "xpassed"})
+#: Verdicts (see :func:`~pytest_meshcheck.report.summary.scenario_verdict`) that get a failure section.
+FAILING = NOT_HELD_VERDICTS
 
 # What Envoy's access-log response flags mean, for readers who do not know them by heart.
 RESPONSE_FLAGS = {
@@ -193,48 +200,78 @@ def _rel(ts: float | None, start: float) -> str:
     return f"{ts - start:+.1f} s" if start else format_time(ts)
 
 
-def _headline(record: ScenarioRecord) -> str:
-    failed = [c for c in record.checks if not c.passed]
+def _headline(record: ScenarioRecord, verdict: str) -> str:
+    bad = [check_outcome(c) for c in not_held_checks(record)]
     n = len(record.checks)
-    if record.outcome == "passed":
+    checks = f"check{'s' if n != 1 else ''}"
+    if verdict == "passed":
         what = f"all {n} checks" if n > 1 else "the check" if n else "the scenario"
         return f"The policy held: {what} passed."
-    if record.outcome == "failed":
-        if failed:
-            return f"The policy did not hold: {len(failed)} of {n} check{'s' if n != 1 else ''} failed."
+    if verdict == "inconclusive":
+        return (
+            f"Not shown to hold: {len(bad)} of {n} {checks} inconclusive. The observed rate is below what a "
+            "holding policy gives, but not clearly broken by the claim's delta; this is not a pass."
+        )
+    if verdict == "failed":
+        if bad:
+            failed = sum(1 for o in bad if o != "inconclusive")
+            inconclusive = len(bad) - failed
+            more = f", {inconclusive} inconclusive" if inconclusive else ""
+            return f"The policy did not hold: {failed} of {n} {checks} failed{more}."
         return "The scenario failed."
-    if record.outcome == "error":
+    if verdict == "error":
         kind = record.error.get("type", "")
         return f"The scenario broke before it could decide{': ' + kind if kind else ''}."
-    if record.outcome == "xfailed":
+    if verdict == "xfailed":
         return "Expected failure: this claim is known not to hold" + (
             f" ({record.xfail_reason})." if record.xfail_reason else "."
         )
-    if record.outcome == "xpassed":
+    if verdict == "xpassed":
         return "Unexpectedly passed: the scenario was marked as a claim that cannot hold" + (
             f" ({record.xfail_reason})." if record.xfail_reason else "."
         )
     return "The scenario was skipped."
 
 
-def _check_views(checks: list[CheckRecord]) -> list[dict[str, Any]]:
-    # Consecutive checks usually rest on the same policy lines; listing them once keeps the table readable.
-    views: list[dict[str, Any]] = []
-    previous: list[str] | None = None
-    for check in checks:
-        view = _check_view(check)
-        view["same_reasons"] = bool(check.reasons) and check.reasons == previous
-        if check.reasons:
-            previous = check.reasons
-        views.append(view)
-    return views
-
-
-def _check_view(check: CheckRecord) -> dict[str, Any]:
+def _failure_title(verdict: str) -> str:
     return {
+        "error": "What broke",
+        "xpassed": "Why this counts as a failure",
+        "inconclusive": "Why it did not pass",
+    }.get(verdict, "Why it failed")
+
+
+# What the three numbers of a rate verdict mean, shown as tooltips beside them.
+_POWER_TITLES = {
+    "alpha": "planned false-fail rate: the chance that a policy that holds fails this check",
+    "beta": "planned miss rate: the chance that a policy off by delta passes this check",
+    "delta": "the smallest violation of the claim this check is planned to catch",
+}
+
+
+def _power_view(check: CheckRecord) -> list[dict[str, str]]:
+    values = (
+        ("alpha", "\u03b1", check.alpha, ".2g"),
+        ("beta", "\u03b2", check.beta, ".2g"),
+        ("delta", "\u03b4", check.delta, ".4g"),
+    )
+    return [
+        {"name": name, "symbol": symbol, "value": format(value, spec), "title": _POWER_TITLES[name]}
+        for name, symbol, value, spec in values
+        if value is not None
+    ]
+
+
+def _check_view(check: CheckRecord, index: int) -> dict[str, Any]:
+    outcome = check_outcome(check)
+    return {
+        "index": index,
         "name": check.name,
-        "passed": check.passed,
-        "expected": format_value(check.expected, check.unit),
+        "role": check_role(check),
+        "outcome": outcome,
+        "passed": outcome == "passed",
+        "label": CHECK_LABELS.get(outcome, outcome),
+        "expected": format_expected(check),
         "observed": format_value(check.observed, check.unit),
         "interval": format_interval(check),
         "n": "-" if check.n is None else str(check.n),
@@ -242,7 +279,82 @@ def _check_view(check: CheckRecord) -> dict[str, Any]:
         "method": check.method or "-",
         "reasons": check.reasons,
         "detail": check.detail,
+        "detects": check.detects,
+        "power": _power_view(check),
+        # Where the reasons are: listed here (``reasons_id`` is their anchor), or a link to where they are.
+        "reasons_id": "",
+        "reasons_href": "",
+        "reasons_note": "",
+        # A check explained in the failure section only points there from the checks table.
+        "explained_in_failure": False,
     }
+
+
+def _check_views(
+    record: ScenarioRecord, failing: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """Views of the failure section's checks and of the checks table, each list of reasons said once.
+
+    A failing page explains its failed, inconclusive and errored checks in the failure section: their
+    policy lines are listed there, and the checks table links to them. Any list of reasons already shown
+    (consecutive checks usually rest on the same policy lines) is linked to instead of repeated.
+
+    Returns:
+        The failure section's views, the checks table's views, and for every reason line listed on the
+        page the anchor of its first listing (the message box links there instead of repeating it).
+    """
+    bad = {i for i, c in enumerate(record.checks) if check_outcome(c) != "passed"} if failing else set()
+    failure = [_check_view(record.checks[i], i) for i in sorted(bad)]
+    table = [_check_view(c, i) for i, c in enumerate(record.checks)]
+    listed: dict[tuple[str, ...], tuple[str, str]] = {}
+    homes: dict[str, str] = {}
+
+    def place(view: dict[str, Any]) -> None:
+        reasons = tuple(view["reasons"])
+        if not reasons:
+            return
+        if reasons in listed:
+            anchor, name = listed[reasons]
+            view["reasons_href"] = f"#{anchor}"
+            view["reasons_note"] = f"same policy lines and defaults as \u201c{name}\u201d"
+            return
+        anchor = f"reasons-{view['index']}"
+        view["reasons_id"] = anchor
+        listed[reasons] = (anchor, view["name"])
+        for line in reasons:
+            homes.setdefault(line.strip(), anchor)
+
+    for view in failure:
+        place(view)
+    for view in table:
+        if view["index"] in bad:
+            view["explained_in_failure"] = True
+        else:
+            place(view)
+    return failure, table, homes
+
+
+def _message_view(
+    message: str, homes: dict[str, str], failure_anchors: set[str], failure_title: str
+) -> list[dict[str, str]]:
+    """The message box's lines, with the reason lines listed elsewhere on the page replaced by one link.
+
+    A failure message repeats the policy lines of its checks; the page lists them once (see
+    :func:`_check_views`), so the message points there instead of saying them a second time.
+    """
+    lines: list[dict[str, str]] = []
+    linked = False
+    for line in message.splitlines():
+        anchor = homes.get(line.strip())
+        if anchor is None:
+            lines.append({"indent": "", "text": line, "href": ""})
+            continue
+        if not linked:
+            where = f"under \u201c{failure_title}\u201d" if anchor in failure_anchors else "in the checks table"
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.append({"indent": indent, "text": f"(listed {where} below)", "href": f"#{anchor}"})
+            linked = True
+    return lines
 
 
 def _policy_view(record: ScenarioRecord) -> list[dict[str, Any]]:
@@ -340,6 +452,8 @@ def _flags_view(flags: dict[str, int]) -> list[dict[str, Any]]:
 
 
 def _context_view(record: ScenarioRecord) -> list[tuple[str, str]]:
+    # The Istio version as resolved: a record of a scenario that broke early may hold "default".
+    context = {**record.context, "istio_version": istio_version_shown(record.context)}
     known = [
         ("mesh_context", "Mesh context"),
         ("istio_version", "Istio version"),
@@ -348,8 +462,8 @@ def _context_view(record: ScenarioRecord) -> list[tuple[str, str]]:
         ("profile", "Load profile"),
         ("confidence", "Confidence level"),
     ]
-    rows = [(label, _as_text(record.context.get(key, "-"))) for key, label in known]
-    rows += [(k, _as_text(v)) for k, v in sorted(record.context.items()) if k not in dict(known)]
+    rows = [(label, _as_text(context.get(key, "-"))) for key, label in known]
+    rows += [(k, _as_text(v)) for k, v in sorted(context.items()) if k not in dict(known)]
     return rows
 
 
@@ -357,15 +471,24 @@ def scenario_view(record: ScenarioRecord) -> dict[str, Any]:
     """Everything the scenario template shows, already formatted."""
     start = record.started_at
     charts = scenario_charts(record)
+    verdict = scenario_verdict(record)
+    failing = verdict in FAILING
+    failed_checks, checks, homes = _check_views(record, failing)
+    failure_anchors = {v["reasons_id"] for v in failed_checks if v["reasons_id"]}
     return {
         "r": record,
-        "label": VERDICT_LABELS.get(record.outcome, record.outcome.upper()),
-        "failing": record.outcome in FAILING,
-        "headline": _headline(record),
+        "verdict": verdict,
+        "label": VERDICT_LABELS.get(verdict, verdict.upper()),
+        "failing": failing,
+        "headline": _headline(record, verdict),
+        "failure_title": _failure_title(verdict),
+        "message": _message_view(record.message, homes, failure_anchors, _failure_title(verdict)),
+        "any_inconclusive": any(v["outcome"] == "inconclusive" for v in failed_checks),
+        "istio_version": istio_version_shown(record.context),
         "duration": format_duration(scenario_duration(record)) if scenario_duration(record) else "-",
         "requests": total_requests(record),
-        "checks": _check_views(record.checks),
-        "failed_checks": [{**_check_view(c), "same_reasons": False} for c in record.checks if not c.passed],
+        "checks": checks,
+        "failed_checks": failed_checks,
         "policies": _policy_view(record),
         "chaos": _chaos_view(record, start),
         "load": _load_view(record),

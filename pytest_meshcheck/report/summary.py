@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from pytest_meshcheck.report.record import CheckRecord, LoadSummary, ScenarioRecord
+from pytest_meshcheck.istio_version import DEFAULT_ISTIO_VERSION
+from pytest_meshcheck.report.record import (
+    CheckOutcome,
+    CheckRecord,
+    LoadSummary,
+    ScenarioRecord,
+    check_outcome,
+    check_role,
+)
 
 if TYPE_CHECKING:
     from pytest_meshcheck.report.baseline import Regression
@@ -16,11 +25,21 @@ if TYPE_CHECKING:
 VERDICT_LABELS = {
     "passed": "PASSED",
     "failed": "FAILED",
+    "inconclusive": "INCONCLUSIVE",
     "error": "ERROR",
     "xfailed": "XFAIL",
     "xpassed": "XPASS",
     "skipped": "SKIPPED",
 }
+#: Scenario verdicts that mean "the claim was not shown to hold" (``inconclusive`` is never a pass).
+NOT_HELD_VERDICTS = frozenset({"failed", "inconclusive", "error", "xpassed"})
+CHECK_LABELS: dict[str, str] = {
+    "passed": "held",
+    "failed": "FAILED",
+    "inconclusive": "INCONCLUSIVE",
+    "error": "ERROR",
+}
+_BAD_CHECKS: frozenset[CheckOutcome] = frozenset({"failed", "inconclusive", "error"})
 
 
 def format_value(value: float | None, unit: str = "ratio") -> str:
@@ -43,12 +62,34 @@ def format_interval(check: CheckRecord) -> str:
     low, high = (format_value(v, check.unit).split(" ")[0] for v in check.interval)
     unit = "" if check.unit in ("ratio", "count") else f" {check.unit}"
     level = f" @{check.confidence * 100:g}%" if check.confidence else ""
-    # One-sided checks store [0, upper] or [lower, 1]: show them as the bound they are.
-    if "at-least" in check.detail and check.unit == "ratio":
-        return f"<= {high}{level}"
-    if "at-most" in check.detail and check.unit == "ratio":
-        return f">= {low}{level}"
     return f"[{low}, {high}]{unit}{level}"
+
+
+def format_expected(check: CheckRecord) -> str:
+    """The claimed value with its direction: ``>= 0.9750`` (at least), ``<= 0.0100`` (at most), or the value."""
+    value = format_value(check.expected, check.unit)
+    if check.expected is None:
+        return value
+    prefix = {"at-least": ">= ", "at-most": "<= "}.get(check.alternative, "")
+    return prefix + value
+
+
+def format_power(check: CheckRecord) -> str:
+    """``alpha 0.01, beta 0.05, delta 0.021``: a rate verdict's planned error rates and detectable size.
+
+    Empty for checks without them (exact checks, bounds, records older than these fields).
+    """
+    parts = [
+        f"{name} {value:.2g}" if name != "delta" else f"{name} {value:.4g}"
+        for name, value in (("alpha", check.alpha), ("beta", check.beta), ("delta", check.delta))
+        if value is not None
+    ]
+    return ", ".join(parts)
+
+
+def has_power(check: CheckRecord) -> bool:
+    """True for a rate verdict that says what it could detect (``detects``, or its error rates)."""
+    return bool(check.detects) or any(v is not None for v in (check.alpha, check.beta, check.delta))
 
 
 def format_duration(seconds: float) -> str:
@@ -62,22 +103,69 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def primary_check(record: ScenarioRecord) -> CheckRecord | None:
-    """The check that best stands for the scenario.
+def headline_check(record: ScenarioRecord) -> CheckRecord | None:
+    """The check that states the scenario's claim, shown first wherever a scenario gets one line.
 
-    The first failing one; else the scenario's claim (a check named ``claim: ...``), preferring a
-    statistical one; else the first check that is not the chaos-liveness proof.
+    The claim check (a statistical one first); else a model check (the same preference); else the first
+    check (a statistical one first), which is then evidence such as chaos liveness. Roles come from
+    :func:`~pytest_meshcheck.report.record.check_role`. Failed and inconclusive checks are listed
+    separately (:func:`not_held_checks`), so the headline stays the claim even when something else broke.
     """
-    failing = [c for c in record.checks if not c.passed]
-    if failing:
-        return failing[0]
-    claims = [c for c in record.checks if c.name.lower().startswith("claim")]
-    other = [c for c in record.checks if not c.name.lower().startswith("chaos live")]
-    for group in (claims, other, record.checks):
-        statistical = [c for c in group if c.interval]
-        if statistical or group:
+    roles = [(check_role(c), c) for c in record.checks]
+    claims = [c for role, c in roles if role == "claim"]
+    models = [c for role, c in roles if role == "model"]
+    for group in (claims, models, record.checks):
+        if group:
+            statistical = [c for c in group if c.interval]
             return (statistical or group)[0]
     return None
+
+
+def not_held_checks(record: ScenarioRecord) -> list[CheckRecord]:
+    """Every check that failed, was inconclusive or could not be evaluated, in the record's order."""
+    return [c for c in record.checks if check_outcome(c) in _BAD_CHECKS]
+
+
+def check_counts(record: ScenarioRecord) -> str:
+    """``3 held, 1 failed, 1 inconclusive``: how the scenario's checks came out (``-`` without checks)."""
+    counts: Counter[str] = Counter(check_outcome(c) for c in record.checks)
+    words = {"passed": "held", "failed": "failed", "inconclusive": "inconclusive", "error": "error"}
+    return ", ".join(f"{counts[o]} {w}" for o, w in words.items() if counts[o]) or "-"
+
+
+def scenario_verdict(record: ScenarioRecord) -> str:
+    """The verdict the reports show: pytest's outcome, except that inconclusive evidence is named.
+
+    A failed scenario whose only bad checks are inconclusive is ``inconclusive`` (it failed, but no check
+    showed the policy broken); a record that says ``passed`` while holding an inconclusive check is not
+    shown as a pass (``inconclusive``, or ``failed`` when a check also failed).
+    """
+    if record.outcome not in ("passed", "failed"):
+        return record.outcome
+    bad = {check_outcome(c) for c in record.checks} & _BAD_CHECKS
+    if "inconclusive" not in bad:
+        return record.outcome
+    return "inconclusive" if bad == {"inconclusive"} else "failed"
+
+
+def verdict_label(record: ScenarioRecord) -> str:
+    """The scenario's verdict as a word: ``PASSED``, ``FAILED``, ``INCONCLUSIVE``..."""
+    verdict = scenario_verdict(record)
+    return VERDICT_LABELS.get(verdict, verdict.upper())
+
+
+def istio_version_shown(context: Mapping[str, Any]) -> str:
+    """The Istio version a scenario ran with, as resolved, never the placeholder ``default``.
+
+    Records of scenarios that broke before the mesh started may hold ``default`` (no version was given,
+    none was resolved yet): the local mesh then follows the default release, a cluster's was never read.
+    """
+    value = context.get("istio_version")
+    if value not in (None, "", "default"):
+        return str(value)
+    if context.get("mesh_context", "local") in ("local", None, ""):
+        return DEFAULT_ISTIO_VERSION
+    return "unknown (not read from istiod)"
 
 
 def load_phases(record: ScenarioRecord) -> list[LoadSummary]:
@@ -104,31 +192,83 @@ def short_name(nodeid: str) -> str:
     return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
 
 
+def _check_cells(check: CheckRecord | None) -> list[str]:
+    if check is None:
+        return ["-", "-", "-", "-", "-"]
+    return [
+        check.name,
+        CHECK_LABELS.get(check_outcome(check), check_outcome(check)),
+        format_expected(check),
+        format_value(check.observed, check.unit),
+        format_interval(check),
+    ]
+
+
+SUMMARY_HEADERS = [
+    "scenario",
+    "verdict",
+    "check",
+    "result",
+    "expected",
+    "observed",
+    "interval",
+    "checks",
+    "requests",
+    "duration",
+]
+
+
 def summary_rows(records: Sequence[ScenarioRecord]) -> list[list[str]]:
-    """One row per scenario: scenario, verdict, expected, observed, interval, requests, duration."""
+    """Rows of the terminal table (columns: :data:`SUMMARY_HEADERS`).
+
+    Per scenario: one row with its verdict, its headline claim (:func:`headline_check`) and how its
+    checks came out; below it, one row per other failed, inconclusive or errored check (every one, not
+    just the first), with the scenario cells left blank.
+    """
     rows = []
     for record in records:
-        check = primary_check(record)
-        # With several checks, say which one the numbers belong to.
-        name = short_name(record.nodeid) + (f" ({check.name})" if check and len(record.checks) > 1 else "")
+        headline = headline_check(record)
         rows.append(
             [
-                name,
-                VERDICT_LABELS.get(record.outcome, record.outcome.upper()),
-                format_value(check.expected, check.unit) if check else "-",
-                format_value(check.observed, check.unit) if check else "-",
-                format_interval(check) if check else "-",
+                short_name(record.nodeid),
+                verdict_label(record),
+                *_check_cells(headline),
+                check_counts(record),
                 str(total_requests(record)) if load_phases(record) else "-",
                 format_duration(scenario_duration(record)) if scenario_duration(record) else "-",
             ]
         )
+        for check in not_held_checks(record):
+            if check is not headline:
+                name, *cells = _check_cells(check)
+                rows.append(["", "", f"- {name}", *cells, "", "", ""])
     return rows
+
+
+def power_lines(records: Sequence[ScenarioRecord]) -> list[str]:
+    """What each failed or inconclusive rate verdict could detect, one line per check.
+
+    A failed claim reads differently when the check could only have caught a large violation: the line
+    gives the check's ``detects`` sentence and its planned alpha, beta and delta.
+    """
+    lines = []
+    for record in records:
+        for check in not_held_checks(record):
+            if not has_power(check):
+                continue
+            label = CHECK_LABELS.get(check_outcome(check), check_outcome(check))
+            power = format_power(check)
+            what = check.detects or "no detection statement was recorded"
+            lines.append(
+                f"  {short_name(record.nodeid)}: {check.name}: {label}; {what}" + (f" ({power})" if power else "")
+            )
+    return lines
 
 
 def summary_lines(
     records: Sequence[ScenarioRecord], index_path: Path | None, regressions: Sequence[Regression] = ()
 ) -> list[str]:
-    """The terminal summary: a table of scenarios, the regressions, and the index line.
+    """The terminal summary: a table of scenarios, what failed verdicts could detect, regressions, index.
 
     Args:
         records: Scenario records, in the order to show.
@@ -141,8 +281,13 @@ def summary_lines(
     """
     lines: list[str] = []
     if records:
-        headers = ["scenario", "verdict", "expected", "observed", "interval", "requests", "duration"]
-        lines += tabulate(summary_rows(records), headers=headers, tablefmt="simple", disable_numparse=True).splitlines()
+        lines += tabulate(
+            summary_rows(records), headers=SUMMARY_HEADERS, tablefmt="simple", disable_numparse=True
+        ).splitlines()
+        power = power_lines(records)
+        if power:
+            lines.append("meshcheck: what the checks that did not hold could detect:")
+            lines += power
     else:
         lines.append("meshcheck: no scenario produced a record")
     if regressions:

@@ -1,35 +1,39 @@
-"""Statistical verdicts: does an observed rate agree with the expected one?
+"""Statistical verdicts: does an observed rate hold a claim, and what could the check have detected?
 
-Fixed-sample checks with Wilson or Clopper-Pearson intervals (default confidence 0.99), the sample size
-to plan up front, and an optional Wald SPRT that may stop early. Each check runs once; a failed check is
-never rerun until it passes.
+Rate claims are decided by exact binomial rules planned for two error rates (:mod:`.power`): the
+false-fail rate alpha and the miss rate beta at the claim's delta. An optional Wald SPRT (:mod:`.sequential`)
+may stop early; a sample whose size a sequential test chose is judged with a confidence sequence
+(:mod:`.anytime`). Each check runs once; a failed check is never rerun until it passes.
 """
 
 from __future__ import annotations
 
+from pytest_meshcheck.verdict.anytime import confidence_sequence
 from pytest_meshcheck.verdict.binomial import (
     DEFAULT_CONFIDENCE,
-    check_proportion,
     clopper_pearson_interval,
-    half_width_at,
     one_sided_bound,
     proportion_interval,
-    sample_size,
     wilson_interval,
 )
+from pytest_meshcheck.verdict.power import RateDecision, RatePlan, RateRule, acceptance_region, decide, detectable
 from pytest_meshcheck.verdict.sequential import SequentialTest
 from pytest_meshcheck.verdict.verdict import Interval, Verdict
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
     "Interval",
+    "RateDecision",
+    "RatePlan",
+    "RateRule",
     "SequentialTest",
     "Verdict",
-    "check_proportion",
+    "acceptance_region",
     "clopper_pearson_interval",
-    "half_width_at",
+    "confidence_sequence",
+    "decide",
+    "detectable",
     "one_sided_bound",
     "proportion_interval",
-    "sample_size",
     "wilson_interval",
 ]

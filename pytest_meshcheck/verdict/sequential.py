@@ -1,8 +1,13 @@
 """Wald's sequential probability ratio test (SPRT): stop a load run early once the answer is clear.
 
 The test weighs H0 "the rate is the expected p0" against H1 "the rate is p1 = p0 -/+ tolerance" after
-every request, with error rates alpha = beta = 1 - confidence. A clearly healthy or clearly broken policy
-is decided after far fewer requests than the fixed-sample check needs.
+every request. A clearly healthy or clearly broken policy is decided after far fewer requests than the
+fixed-sample check needs.
+
+The boundaries are Ville's, not Wald's approximations: fail once the likelihood ratio of H1 over H0
+reaches ``1 / alpha``, pass once it falls to ``beta``. The likelihood ratio is a martingale under H0 (and
+its inverse under H1), so Ville's inequality bounds the false-fail rate by ``alpha`` and the miss rate by
+``beta`` exactly, whereas Wald's ``(1 - beta) / alpha`` only bounds it by ``alpha / (1 - beta)``.
 
 It is one pre-declared experiment. It must never be used to rerun until pass: restarting it after a
 failure, switching to the fixed-sample check after a failed SPRT, or feeding it more requests after it
@@ -18,8 +23,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytest_meshcheck.errors import MeshcheckError
-from pytest_meshcheck.verdict.binomial import DEFAULT_CONFIDENCE, proportion_interval
-from pytest_meshcheck.verdict.verdict import Alternative, Status, Verdict
+from pytest_meshcheck.verdict.anytime import confidence_sequence
+from pytest_meshcheck.verdict.binomial import DEFAULT_CONFIDENCE
+from pytest_meshcheck.verdict.verdict import Alternative, Interval, Status, Verdict
 
 Decision = Literal["continue", "pass", "fail", "undecided"]
 Direction = Literal["below", "above", "both"]
@@ -48,8 +54,8 @@ class _Side:
             beta,
             math.log(p1 / p0),
             math.log((1 - p1) / (1 - p0)),
-            math.log(beta / (1 - alpha)),
-            math.log((1 - beta) / alpha),
+            math.log(beta),
+            math.log(1 / alpha),
         )
 
     def update(self, success: bool) -> None:
@@ -70,7 +76,9 @@ class SequentialTest:
         tolerance: Distance to the alternative p1 = expected - tolerance (``below``), + tolerance
             (``above``), or both sides (``both``: two one-sided tests, each at alpha / 2).
         direction: Which deviation counts as failure; ``below`` suits success rates.
-        confidence: alpha = beta = 1 - confidence.
+        confidence: alpha = beta = 1 - confidence, unless ``alpha``/``beta`` are given.
+        alpha: False-fail rate (the chance a policy at ``expected`` fails).
+        beta: Miss rate (the chance a policy at the alternative passes).
         max_n: Stop with ``undecided`` after this many observations (truncation).
         what: What the proportion measures, for the message.
 
@@ -95,11 +103,13 @@ class SequentialTest:
         confidence: float = DEFAULT_CONFIDENCE,
         max_n: int | None = None,
         what: str = "success rate",
+        alpha: float | None = None,
+        beta: float | None = None,
     ) -> None:
         if not 0.0 < expected < 1.0:
             raise MeshcheckError(
                 f"SPRT expected={expected!r} must be strictly between 0 and 1: a rate of exactly 0 or 1 makes one "
-                "outcome impossible; use check_proportion with alternative='at-least'/'at-most' instead"
+                "outcome impossible; use a fixed-sample RateRule (pytest_meshcheck.verdict.power) instead"
             )
         if not 0.0 < confidence < 1.0:
             raise MeshcheckError(f"confidence={confidence!r} must be between 0 and 1 (exclusive), such as 0.99")
@@ -107,7 +117,12 @@ class SequentialTest:
             raise MeshcheckError(f"direction={direction!r} is unknown; use 'below', 'above' or 'both'")
         if max_n is not None and max_n < 1:
             raise MeshcheckError(f"max_n={max_n!r} must be a positive number of observations, or None")
-        alpha = beta = 1 - confidence
+        alpha = alpha if alpha is not None else 1 - confidence
+        beta = beta if beta is not None else 1 - confidence
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if not 0.0 < value < 0.5:
+                raise MeshcheckError(f"SPRT {name}={value!r} must be in (0, 0.5), such as 0.001 or 0.05")
+        self.alpha, self.beta = alpha, beta
         side_alpha = alpha / 2 if direction == "both" else alpha  # keeps the overall false-failure rate at alpha
         sides: list[_Side] = []
         if direction in ("below", "both"):
@@ -145,6 +160,11 @@ class SequentialTest:
         if self.max_n is not None and self.n >= self.max_n:
             return "undecided"
         return "continue"
+
+    @property
+    def alternatives(self) -> tuple[float, ...]:
+        """The alternative rate of each side (p1)."""
+        return tuple(s.p1 for s in self._sides)
 
     @property
     def llr(self) -> tuple[float, ...]:
@@ -192,14 +212,18 @@ class SequentialTest:
     def verdict(self) -> Verdict:
         """The verdict so far: passed, failed, or error when undecided (or not run)."""
         decision = self.decision
-        interval = proportion_interval(self.successes, self.n, confidence=self.confidence) if self.n else None
+        # The SPRT chose n by looking at the data, so a fixed-sample interval would overstate its coverage.
+        interval = None
+        if self.n:
+            low, high = confidence_sequence(self.successes, self.n, self.alpha)
+            interval = Interval(low, high, 1 - self.alpha, "confidence-sequence")
         alts = {
             "below": f"{self.expected - self.tolerance:.4f}",
             "above": f"{self.expected + self.tolerance:.4f}",
             "both": f"{self.expected - self.tolerance:.4f} or {self.expected + self.tolerance:.4f}",
         }
         h1 = alts[self.direction]
-        risk = f"alpha = beta = {1 - self.confidence:g}"
+        risk = f"alpha = {self.alpha:g}, beta = {self.beta:g}"
         status: Status
         if decision == "pass":
             status, detail = "passed", f"SPRT accepted p = {self.expected:.4f} over p = {h1} after {self.n} ({risk})"
@@ -210,7 +234,7 @@ class SequentialTest:
             detail = (
                 f"SPRT undecided after {self.n} observations"
                 + (f" (max_n {self.max_n})" if self.max_n else "")
-                + "; do not rerun it: plan a fixed-sample check with sample_size() for the next, independent run"
+                + "; do not rerun it: plan a fixed-sample RateRule for the next, independent run"
             )
         return Verdict(
             status,

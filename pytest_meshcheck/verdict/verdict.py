@@ -12,9 +12,9 @@ from typing import Literal
 
 Status = Literal["passed", "failed", "error"]
 Alternative = Literal["two-sided", "at-least", "at-most"]
-Method = Literal["wilson", "clopper-pearson"]
+Method = Literal["wilson", "clopper-pearson", "confidence-sequence"]
 Side = Literal["two-sided", "upper", "lower"]
-_NAMES = {"wilson": "Wilson", "clopper-pearson": "Clopper-Pearson"}
+_NAMES = {"wilson": "Wilson", "clopper-pearson": "Clopper-Pearson", "confidence-sequence": "anytime-valid"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Verdict:
 
     Example::
 
-        v = check_proportion(861, 1000, 0.875, tolerance=0.02)
+        v = SequentialTest(0.875, 0.1, alpha=0.001, beta=0.05).verdict()
         v = v.with_context(policy_lines=pred.explain(), report_path="reports/test_retry.html")
         assert v.passed, v.message
     """

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from pytest_meshcheck.chaos.destination import DestinationChaos, error_spec
-from pytest_meshcheck.kube import agent_records
 from pytest_meshcheck.kube.converge import ObjectKey, SidecarView
-from pytest_meshcheck.kube.manifests import AGENT_FILES, ECHO_FILES, write_shipped_files
 from pytest_meshcheck.kube.wire import load_job, result_from_wire, run_job
 from pytest_meshcheck.load import LoadError, OpenLoop, run_load
 from pytest_meshcheck.load import records as real_records
-from pytest_meshcheck.load.testing import EnvoyProcess, bootstrap
+from pytest_meshcheck.workload import agent_records
+from pytest_meshcheck.workload.bundle import AGENT_FILES, ECHO_FILES, write_bundle
+from tests.doubles.static_envoy import EnvoyProcess, bootstrap
 
 POD_IP = "10.244.7.9"  # a pod address the agent is told (by --resolve) to reach locally
 ADMIN_PORT = 9901
@@ -64,7 +64,7 @@ def _stop(started: Started) -> None:
 
 @pytest.fixture(scope="module")
 def pod_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_shipped_files(AGENT_FILES + ECHO_FILES, tmp_path_factory.mktemp("pod"))
+    return write_bundle(AGENT_FILES + ECHO_FILES, tmp_path_factory.mktemp("pod"))
 
 
 @pytest.fixture(scope="module")

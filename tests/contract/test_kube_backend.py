@@ -21,10 +21,10 @@ from pytest_meshcheck.backend import MeshBackend
 from pytest_meshcheck.chaos.destination import error_spec
 from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError, PolicyError
 from pytest_meshcheck.kube.backend import KubeBackend
-from pytest_meshcheck.kube.testing import FakeCluster
 from pytest_meshcheck.load import LoadError, OpenLoop
 from pytest_meshcheck.policy import SourceRef, load_policy_text
 from pytest_meshcheck.topology import parse_topology
+from tests.doubles.fake_cluster import FakeCluster
 
 LAG = 0.4
 TOPOLOGY = parse_topology(
@@ -91,6 +91,12 @@ def _objects(cluster: FakeCluster, plural: str, ns: str = "meshcheck-run00001") 
 
 def test_it_is_a_mesh_backend(mesh: KubeBackend) -> None:
     assert isinstance(mesh, MeshBackend)
+
+
+def test_capabilities_a_cluster_lacks_answer_none(mesh: KubeBackend) -> None:
+    # Declared on the protocol, so callers ask instead of probing; a cluster cannot read the access log.
+    assert mesh.response_flags("orders", 0.0, 1.0) is None
+    assert mesh.live_counts("orders") is None
 
 
 def test_the_run_namespace_is_labelled_and_holds_every_object(cluster: FakeCluster, mesh: KubeBackend) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from pytest_meshcheck.kube.cleanup import Heartbeat, classify, sweep_leftovers
 from pytest_meshcheck.kube.client import KubeClient
-from pytest_meshcheck.kube.fakeapi import FakeKubeAPI
+from tests.doubles.fake_kube_api import FakeKubeAPI
 
 NOW = 1_800_000_000.0
 HOST = socket.gethostname()

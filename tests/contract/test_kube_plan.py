@@ -107,10 +107,10 @@ def test_configmap_files_are_digests_unless_asked_for_in_full(no_cluster: None) 
     plan = _plan()
     echo_cm = next(d for d in yaml.safe_load_all(plan) if d and d["metadata"]["name"] == "meshcheck-echo")
     assert echo_cm["data"]["echo.py"].startswith("<")
-    assert "from pytest_meshcheck/workload/echo.py" in echo_cm["data"]["echo.py"]
+    assert "from pytest_meshcheck/workload/echo/__main__.py" in echo_cm["data"]["echo.py"]
     full = dry_run_plan(KubeSettings(run_id="dry00001"), load_topology(), None, "1.24", full_files=True)
     echo_cm = next(d for d in yaml.safe_load_all(full) if d and d["metadata"]["name"] == "meshcheck-echo")
-    assert echo_cm["data"]["echo.py"] == (REPO / "pytest_meshcheck/workload/echo.py").read_text()
+    assert echo_cm["data"]["echo.py"] == (REPO / "pytest_meshcheck/workload/echo/__main__.py").read_text()
     assert "this plan assumes 1.24" in full
 
 

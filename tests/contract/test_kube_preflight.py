@@ -17,8 +17,8 @@ from pytest_meshcheck.kube.backend import KubeBackend
 from pytest_meshcheck.kube.client import KubeClient, KubeForbidden, list_contexts, select_context_error
 from pytest_meshcheck.kube.preflight import IstioNotInstalled, PrometheusNotInstalled, istio_release_of
 from pytest_meshcheck.kube.settings import KubeSettings
-from pytest_meshcheck.kube.testing import FakeCluster, free_port_kubeconfig
 from pytest_meshcheck.topology import parse_topology
+from tests.doubles.fake_cluster import FakeCluster, free_port_kubeconfig
 
 TOPOLOGY = parse_topology({"namespace": "shop", "services": [{"name": "orders", "port": 8084}]}, source="t.yaml")
 WRITES = ("POST", "PUT", "PATCH", "DELETE")

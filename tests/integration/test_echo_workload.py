@@ -1,20 +1,25 @@
 """The echo workload as real processes on 127.0.0.1: serving, chaos, counters, lifetime.
 
-Each echo runs as ``python -I -S echo.py`` (isolated, no site-packages), which also proves it needs only the
-standard library. Every process is stopped by PID in a ``finally`` or a fixture.
+Each echo runs as ``python -I -S echo.py`` from the shipped files (isolated, no site-packages), exactly as in a
+pod, which also proves that the bundle holds every module it imports and that they need only the standard
+library. Every process is stopped by PID in a ``finally`` or a fixture.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import http.client
 import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,18 +30,11 @@ import httpx
 import pytest
 from scipy.stats import binom
 
+from pytest_meshcheck.chaos.echo_admin import Chaos, EchoAdmin, EchoStats, ErrorFault, LatencyFault, ResetFault
 from pytest_meshcheck.errors import ChaosError
-from pytest_meshcheck.workload import echo
-from pytest_meshcheck.workload.client import (
-    EchoAdmin,
-    EchoStats,
-    ErrorFault,
-    LatencyFault,
-    ResetFault,
-    parse_ready_line,
-)
+from pytest_meshcheck.workload.bundle import ECHO_FILES, write_bundle
+from pytest_meshcheck.workload.echo.ready import parse_ready_line
 
-ECHO = Path(echo.__file__)
 IDENTITY = ["--service", "reviews", "--version", "v2", "--instance", "reviews-v2-0", "--namespace", "bookinfo"]
 READY = re.compile(r'MESHCHECK_READY \{"port": [1-9]\d*, "admin_port": [1-9]\d*, "pid": [1-9]\d*\}\n')
 
@@ -64,8 +62,16 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     return proc.stdout.readline().decode() if ready else ""
 
 
+@functools.cache
+def _echo_script() -> Path:
+    """The shipped echo files, laid out once per test process as a pod and the local mesh lay them out."""
+    root = Path(tempfile.mkdtemp(prefix="meshcheck-echo-bundle-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return write_bundle(ECHO_FILES, root) / "echo.py"
+
+
 def _command(*extra: str, identity: list[str] = IDENTITY) -> list[str]:
-    return [sys.executable, "-I", "-S", str(ECHO), *identity, *extra]
+    return [sys.executable, "-I", "-S", str(_echo_script()), *identity, *extra]
 
 
 def start_echo(tmp_path: Path, *extra: str) -> Echo:
@@ -434,16 +440,16 @@ def test_query_overrides(admin: EchoAdmin, client: httpx.Client) -> None:
 
 def test_chaos_get_put_delete_and_generation(admin: EchoAdmin) -> None:
     start = admin.get_chaos()
-    assert start.chaos == echo.Chaos()
+    assert start.chaos == Chaos()
     state = admin.set_chaos(error=ErrorFault(503, 0.5), latency=LatencyFault(200), reset=ResetFault(0.3))
     assert state.generation == start.generation + 1
-    assert state.chaos == echo.Chaos(ErrorFault(503, 0.5), LatencyFault(200, 1.0), ResetFault(0.3))
+    assert state.chaos == Chaos(ErrorFault(503, 0.5), LatencyFault(200, 1.0), ResetFault(0.3))
     assert admin.get_chaos() == state
     # PUT replaces the whole state.
     state = admin.set_chaos(reset=ResetFault(0.1))
-    assert state.chaos == echo.Chaos(reset=ResetFault(0.1))
+    assert state.chaos == Chaos(reset=ResetFault(0.1))
     cleared = admin.clear_chaos()
-    assert cleared.chaos == echo.Chaos()
+    assert cleared.chaos == Chaos()
     assert cleared.generation == start.generation + 3
     assert admin.stats().chaos_generation == cleared.generation
 

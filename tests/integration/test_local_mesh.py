@@ -358,7 +358,7 @@ def test_access_log_records_response_flags(mesh: LocalMesh) -> None:
 
 
 @pytest.mark.prometheus
-def test_prometheus_has_upstream_rq_total_for_each_service_within_3s_of_traffic(mesh: LocalMesh) -> None:
+def test_prometheus_counts_upstream_rq_total_for_each_service_after_traffic(mesh: LocalMesh) -> None:
     first_scrape = mesh.wait_for_metrics()
     query = "envoy_cluster_upstream_rq_total"
 
@@ -381,11 +381,12 @@ def test_prometheus_has_upstream_rq_total_for_each_service_within_3s_of_traffic(
             for _ in range(n):
                 assert client.get(mesh.sidecar_url, headers={"Host": mesh.host_header(service)}).status_code == 200
     elapsed = 0.0
-    while (elapsed := time.monotonic() - t0) < 10:
+    # Only a guard against waiting forever (30x a 1 s scrape interval); how soon the traffic shows is a
+    # figure of bench/bench_timings.py (prometheus_counts_traffic_s), not a test.
+    while (elapsed := time.monotonic() - t0) < 30:
         now = totals()
         if all(now.get(s, 0) >= before[s] + n for s in SERVICES):
             break
         time.sleep(0.05)
     print(f"\nfirst scrape after {first_scrape:.2f}s of waiting; traffic visible in Prometheus after {elapsed:.2f}s")
     assert all(now.get(s, 0) >= before[s] + n for s in SERVICES), (before, now)
-    assert elapsed <= 3.0

@@ -17,6 +17,7 @@ from _proc_helpers import wait_dead as _wait_dead
 
 from pytest_meshcheck.local import process as proc_mod
 from pytest_meshcheck.local.process import ProcessGroup, new_work_dir, sweep_leftovers
+from pytest_meshcheck.procfs import proc_start_time
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ def test_sweep_kills_leftovers_of_a_dead_owner_and_says_so(isolated_state: Path)
             "owner_pid": dead_owner.pid,
             "owner_start": 1,
             "work_dir": str(work),
-            "children": [{"name": "envoy", "pid": leftover.pid, "start": proc_mod._proc_start_time(leftover.pid)}],
+            "children": [{"name": "envoy", "pid": leftover.pid, "start": proc_start_time(leftover.pid)}],
         }
         (isolated_state / "stale.json").write_text(json.dumps(state))
         messages: list[str] = []
@@ -126,7 +127,7 @@ def test_sweep_kills_leftovers_of_a_dead_owner_and_says_so(isolated_state: Path)
 def test_sweep_never_kills_a_recycled_pid(isolated_state: Path) -> None:
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        start = proc_mod._proc_start_time(bystander.pid)
+        start = proc_start_time(bystander.pid)
         assert start is not None
         state = {
             "label": "local mesh",

@@ -43,10 +43,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 LINE_RGB = (0x1F, 0x6F, 0xB2)  # first data series colour of every chart (charts._PALETTE[0])
 FAILURE_BG = (0xFD, 0xF0, 0xEF)  # background of the failure section and failing rows
+INCONCLUSIVE_BG = (0xF3, 0xEE, 0xFA)  # style.css --inc-bg: inconclusive section and rows
+INCONCLUSIVE = (0x6A, 0x3D, 0x9A)  # style.css --inc: the inconclusive badge and verdict border
+PASS_GREEN = (0x1E, 0x7B, 0x34)  # style.css --ok
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+# The root conftest skips these without Chromium, or fails them under CI=true / --mesh-require-binaries.
+pytestmark = pytest.mark.chromium
 
 
 def _chromium(profile: Path, *args: str, timeout: float = 60) -> str:
@@ -278,8 +280,29 @@ def test_index_links_resolve_and_list_every_scenario(run_dir: Path, profile: Pat
     dom = dump_dom(profile, run_dir / "index.html")
     hrefs = re.findall(r'<a href="([^"]+)"', dom)
     assert len([h for h in hrefs if h.endswith(".html")]) == 3
+    anchors = 0
     for href in hrefs:
-        target = run_dir / href
+        path, _, anchor = href.partition("#")
+        target = run_dir / path
         assert target.is_file(), f"index links to missing {href}"
+        if anchor:  # a failed check links to its explanation on the scenario page, as the browser reads it
+            assert f'id="{anchor}"' in dump_dom(profile, target), href
+            anchors += 1
+    assert anchors == 1  # the failing scenario's one failed check
     assert re.findall(r'data-outcome="(\w+)"', dom) == ["passed", "failed", "error"]
     assert "2 of 3 scenarios did not hold." in dom
+
+
+def test_inconclusive_report_is_painted_as_neither_a_pass_nor_a_plain_failure(tmp_path: Path, profile: Path) -> None:
+    directory = tmp_path / "reports"
+    page = write_scenario_report(samples.inconclusive_record(), directory)
+    dom = dump_dom(profile, page)
+    assert 'class="badge inconclusive"' in dom
+    assert re.search(r'<section id="failure" class="failure inconclusive">', dom)
+    ARTIFACTS.mkdir(exist_ok=True)
+    image = screenshot(profile, page, ARTIFACTS / "report-inconclusive.png")
+    top = image[:400]
+    assert _pixels_of(top, INCONCLUSIVE) > 300  # the badge and the verdict's border
+    assert _pixels_of(top, PASS_GREEN) == 0  # nothing green where the verdict is
+    assert _pixels_of(image[:1200], INCONCLUSIVE_BG) > 20_000  # the "did not pass" section, near the top
+    assert _pixels_of(image, FAILURE_BG) == 0  # and not the failure red

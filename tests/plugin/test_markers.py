@@ -22,13 +22,13 @@ def test_plain():
 def test_uses_mesh(mesh):
     pass
 
-def test_uses_chaos(chaos):
+def test_uses_chaos(mesh_chaos):
     pass
 
-def test_uses_load_and_prom(load, prom):
+def test_uses_load_and_prom(mesh_load, mesh_prom):
     pass
 
-def test_uses_scenario(scenario):
+def test_uses_scenario(mesh_scenario):
     pass
 
 def test_uses_policies(mesh_policies):

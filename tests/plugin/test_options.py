@@ -17,9 +17,12 @@ HELP_LINES = [
     "  --mesh-policies=MESH_POLICIES",
     "  --mesh-istio-version=MESH_ISTIO_VERSION",
     "  --mesh-confidence=MESH_CONFIDENCE",
+    "  --mesh-alpha=MESH_ALPHA",
+    "  --mesh-beta=MESH_BETA",
     "  --mesh-profile=MESH_PROFILE",
     "  --mesh-report-dir=MESH_REPORT_DIR",
     "  --mesh-keep *",
+    "  --mesh-sequential *",
     "  --mesh-seed=MESH_SEED",
     "  --mesh-topology=MESH_TOPOLOGY",
     "  --mesh-envoy-bin=MESH_ENVOY_BIN",
@@ -30,6 +33,7 @@ HELP_LINES = [
     "  --mesh-echo-image=MESH_ECHO_IMAGE",
     "  --mesh-create *",
     "  --mesh-dry-run *",
+    "  --mesh-require-binaries",
 ]
 
 
@@ -85,6 +89,8 @@ def test_defaults_when_nothing_is_given(pytester: pytest.Pytester) -> None:
     [
         ("profile", "smoke", "nightly", "ci", ("smoke", "nightly", "ci", "ci")),
         ("confidence", "0.9", "0.95", "0.999", (0.9, 0.95, 0.999, 0.99)),
+        ("alpha", "0.01", "0.005", "0.0001", (0.01, 0.005, 0.0001, 0.001)),
+        ("beta", "0.1", "0.2", "0.01", (0.1, 0.2, 0.01, 0.05)),
         ("seed", "1", "2", "3", (1, 2, 3, 20261125)),
         ("report_dir", "cli-reports", "env-reports", "ini-reports",
          (Path("cli-reports"), Path("env-reports"), Path("ini-reports"), Path("reports"))),
@@ -115,6 +121,20 @@ def test_precedence_cli_over_env_over_ini_over_default(
     assert [name in s.given for s in (with_all, env_and_ini, ini_only, nothing)] == [True, True, True, False]
 
 
+def test_require_binaries_flag_in_all_three_spellings(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert settings_of(pytester.parseconfigure()).require_binaries is False
+    assert settings_of(pytester.parseconfigure("--mesh-require-binaries")).require_binaries is True
+    monkeypatch.setenv("PYTEST_MESHCHECK_REQUIRE_BINARIES", "true")
+    assert settings_of(pytester.parseconfigure()).require_binaries is True
+    monkeypatch.delenv("PYTEST_MESHCHECK_REQUIRE_BINARIES")
+    pytester.makeini("[pytest]\nmesh_require_binaries = true\n")
+    settings = settings_of(pytester.parseconfigure())
+    assert settings.require_binaries is True
+    assert "require_binaries" in settings.given
+
+
 def test_flag_precedence_env_can_switch_off_an_ini_flag(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,13 +146,35 @@ def test_flag_precedence_env_can_switch_off_an_ini_flag(
     assert settings_of(pytester.parseconfigure("--mesh-keep")).keep is True
 
 
+# The header is printed once a collected test uses the plugin; --collect-only keeps the mesh unstarted.
+USES_MESH = "def test_uses_mesh(mesh):\n    pass\n"
+
+
 def test_header_shows_the_resolved_settings(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    pytester.makepyfile(test_mesh=USES_MESH)
 
-    result = pytester.runpytest("--mesh-profile=smoke", "--mesh-seed=7", "--mesh-confidence=0.95")
+    result = pytester.runpytest(
+        "--collect-only",
+        "--mesh-profile=smoke",
+        "--mesh-seed=7",
+        "--mesh-confidence=0.95",
+        "--mesh-alpha=0.01",
+        "--mesh-beta=0.1",
+    )
 
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["meshcheck: context=local istio=default profile=smoke confidence=0.95 seed=7 *"])
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        ["meshcheck: context=local istio=1.30 profile=smoke confidence=0.95 alpha=0.01 beta=0.1 seed=7 *"]
+    )
+
+
+def test_header_shows_the_default_error_rates(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mesh=USES_MESH)
+
+    result = pytester.runpytest("--collect-only")
+
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["meshcheck: * confidence=0.99 alpha=0.001 beta=0.05 seed=20261125 *"])
 
 
 # (option, how it is given, bad value, words of the fix)
@@ -142,6 +184,14 @@ BAD_VALUES = [
     ("confidence", "cli", "high", "'high' is not a number. Use a level such as 0.99"),
     ("confidence", "cli", "1.5", "1.5 is outside 0.5-0.9999. Use a level such as 0.95 or 0.99"),
     ("confidence", "ini", "0.1", "0.1 is outside 0.5-0.9999"),
+    ("alpha", "cli", "tiny", "'tiny' is not a number. Use a rate such as 0.001"),
+    ("alpha", "cli", "0", "0.0 is outside (0, 0.5). Use a rate above 0 and below 0.5, such as 0.001"),
+    ("alpha", "env", "0.5", "0.5 is outside (0, 0.5). Use a rate above 0 and below 0.5, such as 0.001"),
+    ("alpha", "ini", "-0.01", "-0.01 is outside (0, 0.5)"),
+    ("alpha", "cli", "nan", "nan is outside (0, 0.5)"),
+    ("beta", "cli", "5%", "'5%' is not a number. Use a rate such as 0.05"),
+    ("beta", "env", "0.75", "0.75 is outside (0, 0.5). Use a rate above 0 and below 0.5, such as 0.05"),
+    ("beta", "ini", "0", "0.0 is outside (0, 0.5)"),
     ("profile", "cli", "fast", "unknown profile 'fast'. Use one of smoke, ci, nightly"),
     ("profile", "env", "soak", "unknown profile 'soak'. Use one of smoke, ci, nightly"),
     ("seed", "cli", "1.5", "'1.5' is not an integer. Use a whole number such as 1234"),

@@ -63,6 +63,11 @@ def mesh_audit(mesh):
     (OUT / f"chaos-at-session-end-{WHO}.json").write_text(json.dumps(chaos_state(mesh)))
 
 
+def pytest_meshcheck_scenario_finished(record, item):
+    facts = {"outcome": record.outcome, "checks": len(record.checks), "nodeid": item.nodeid}
+    (OUT / f"hook-{item.name}.json").write_text(json.dumps(facts))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session):
     index = Path(session.config.getoption("mesh_report_dir")) / "index.html"
@@ -75,7 +80,7 @@ import os
 from pathlib import Path
 
 from conftest import OUT, WHO, chaos_state
-from pytest_meshcheck.expect import DestinationFault, Load, predict_success
+from pytest_meshcheck import ClosedLoop, Fault
 
 SERVICE = "catalog-service"
 IDLE = "inventory-service"  # the load never calls it
@@ -90,57 +95,47 @@ spec:
     - destination: {host: catalog-service}
     retries: {attempts: 2, retryOn: 5xx}
 """
-TOLERANCE = 0.06
 
 
-def retry_run(scenario):
-    scenario.policies.apply(RETRY)
-    fault = DestinationFault("error", rate=0.5, status=503)
-    prediction = predict_success(scenario.effective(SERVICE), [fault], Load(concurrency=2))
-    scenario.explain(prediction.explain())
-    n = scenario.requests_for(prediction.p_success, TOLERANCE)
-    with scenario.chaos.error(SERVICE, rate=0.5, status=503) as injected:
-        result = scenario.load.closed(SERVICE, concurrency=2, requests=n)
-        scenario.require_chaos(injected)
-    return prediction, result
+def declare_retry_run(mesh_scenario):
+    mesh_scenario.apply(RETRY)
+    mesh_scenario.inject(SERVICE, Fault.error(rate=0.5, status=503))
+    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=2))
 
 
-def test_retries_hide_half_the_errors(scenario):
+def test_retries_hide_half_the_errors(mesh_scenario):
     """attempts: 2, retryOn: 5xx turns 50 % 503s at the destination into 87.5 % success."""
-    prediction, result = retry_run(scenario)
-    scenario.check_rate(
-        "success ratio", result.success_count, result.count, prediction.p_success,
-        tolerance=TOLERANCE, reasons=prediction.reasons,
-    )
+    declare_retry_run(mesh_scenario)
+    mesh_scenario.expect_success_ratio(at_least=0.875, delta=0.125)
+    mesh_scenario.expect_model_consistency(delta=0.1)
 
 
-def test_claim_that_cannot_hold(scenario):
+def test_claim_that_cannot_hold(mesh_scenario):
     """A wrong claim: attempts: 2 would hide every 503 (it hides 87.5 % of them)."""
-    prediction, result = retry_run(scenario)
-    scenario.check_rate("success ratio", result.success_count, result.count, 0.999, reasons=prediction.reasons)
+    declare_retry_run(mesh_scenario)
+    mesh_scenario.expect_success_ratio(at_least=0.999, delta=0.05)
 
 
-def test_fault_nobody_calls(scenario):
+def test_fault_nobody_calls(mesh_scenario):
     """Chaos on inventory-service while the load calls catalog-service proves nothing about retries."""
-    scenario.policies.apply(RETRY)
-    with scenario.chaos.error(IDLE, rate=0.5) as injected:
-        result = scenario.load.closed(SERVICE, concurrency=2, requests=40)
-        scenario.require_chaos(injected)
-    scenario.check_rate("success ratio", result.success_count, result.count, 1.0)
+    mesh_scenario.apply(RETRY)
+    mesh_scenario.inject(IDLE, Fault.error(rate=0.5))
+    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=2, requests=40))
+    mesh_scenario.expect_success_ratio(at_least=1.0, delta=0.1)
 
 
-def test_raises_inside_a_fault(scenario):
+def test_raises_inside_a_fault(mesh_scenario):
     """A test that breaks while a fault is active leaves no fault behind."""
-    with scenario.chaos.error(SERVICE, rate=1.0, status=500):
-        scenario.load.closed(SERVICE, concurrency=1, requests=5)
-        (OUT / f"chaos-during-fault-{WHO}.json").write_text(json.dumps(chaos_state(scenario.mesh)))
+    with mesh_scenario.chaos.error(SERVICE, rate=1.0, status=500):
+        mesh_scenario.load.closed(SERVICE, concurrency=1, requests=5)
+        (OUT / f"chaos-during-fault-{WHO}.json").write_text(json.dumps(chaos_state(mesh_scenario.mesh)))
         raise RuntimeError("broke in the middle of the fault")
 
 
-def test_fails_with_faults_applied_without_with(chaos, load):
-    chaos.latency(SERVICE, 0.01)
-    chaos.reset(IDLE, 0.5, instances=1)
-    load.closed(SERVICE, concurrency=1, requests=5)
+def test_fails_with_faults_applied_without_with(mesh_chaos, mesh_load):
+    mesh_chaos.latency(SERVICE, 0.01)
+    mesh_chaos.reset(IDLE, 0.5, instances=1)
+    mesh_load.closed(SERVICE, concurrency=1, requests=5)
     assert False, "failing with two faults still applied"
 
 
@@ -259,11 +254,14 @@ def test_records_and_html_reports_are_written(serial: Run) -> None:
     passing = serial.record("test_retries_hide_half_the_errors")
     checks = passing["checks"]
     assert isinstance(checks, list)
-    success = next(c for c in checks if c["name"] == "success ratio")
+    success = next(c for c in checks if c["name"] == "claim: success ratio at least 87.50%")
     assert success["passed"] is True
     assert success["expected"] == pytest.approx(0.875)
     assert success["n"] >= 100
-    assert success["confidence"] == 0.99
+    assert success["confidence"] == 0.999
+    assert success["alpha"] <= 0.001
+    assert success["beta"] <= 0.05
+    assert "would have caught a success ratio below" in success["detects"]
     low, high = success["interval"]
     assert low <= success["observed"] <= high
     assert any(c["name"].startswith("chaos live: error on catalog-service") for c in checks)
@@ -276,8 +274,8 @@ def test_terminal_summary_shows_the_table_and_the_index(serial: Run) -> None:
         [
             "*= meshcheck =*",
             "scenario*verdict*expected*observed*interval*requests*duration*",
-            "*test_retries_hide_half_the_errors*PASSED*0.8750*@99%*",
-            "*test_claim_that_cannot_hold*FAILED*0.9990*",
+            "*test_retries_hide_half_the_errors*PASSED*claim: success ratio at least 87.50%*0.8750*@99.9%*",
+            "*test_claim_that_cannot_hold*0.9990*",
             "*test_fault_nobody_calls*ERROR*",
             "*test_raises_inside_a_fault*ERROR*",
             f"meshcheck: 4 scenario reports -> {(serial.report_dir / 'index.html').resolve().as_uri()}",
@@ -285,20 +283,35 @@ def test_terminal_summary_shows_the_table_and_the_index(serial: Run) -> None:
     )
 
 
-def test_failed_claim_message_has_expected_observed_interval_n_policy_and_report(serial: Run) -> None:
+def test_failed_claim_message_has_expected_observed_interval_n_power_policy_and_report(serial: Run) -> None:
     report = (serial.report_dir / f"{report_stem('test_scenarios.py::test_claim_that_cannot_hold')}.html").resolve()
     checks = serial.record("test_claim_that_cannot_hold")["checks"]
     assert isinstance(checks, list)
-    n = next(c["n"] for c in checks if c["name"] == "success ratio")
+    claim = next(c for c in checks if c["name"] == "claim: success ratio at least 99.90%")
+    # 87.5 % against a claim of 99.9 %: failed, or inconclusive when the sample also fits 94.9 % (never a pass).
+    assert claim["role"] == "claim"
+    assert claim["outcome"] in ("failed", "inconclusive")
+    assert claim["alpha"] <= 0.001
+    n = claim["n"]
     serial.lines.fnmatch_lines(
         [
             "*ScenarioFailed: A wrong claim: attempts: 2 would hide every 503*",
-            f"E * success ratio: expected 0.9990, observed 0.* (*/{n}); 99% * interval * -> FAILED",
+            f"* claim: success ratio at least 99.90%: success ratio: claimed at least 99.9 % (delta 0.05), "
+            f"observed * (*/{n}), 99.9 % interval * -> *declared at *test_scenarios.py:*would have caught a "
+            "success ratio below * with 95 % probability*",
             "*policy lines and defaults involved:*",
             "*retries.attempts*",
             f"*report: {report}",
         ]
     )
+
+
+def test_every_scenario_calls_the_verdict_hook_with_its_record(serial: Run) -> None:
+    for name in SCENARIO_NAMES:
+        facts = serial.json(f"hook-{name}.json")
+        assert isinstance(facts, dict)
+        assert facts["outcome"] == serial.record(name)["outcome"], name
+        assert facts["nodeid"].endswith(f"::{name}")
 
 
 def test_fault_that_never_reached_the_destination_is_chaos_not_effective(serial: Run) -> None:
@@ -316,10 +329,14 @@ def test_junit_xml_carries_expected_observed_interval_and_report_path(serial: Ru
     record = serial.record("test_retries_hide_half_the_errors")
 
     assert props["meshcheck.verdict"] == "passed"
-    assert float(props["meshcheck.success_ratio.expected"]) == pytest.approx(0.875)
-    assert 0.0 < float(props["meshcheck.success_ratio.observed"]) <= 1.0
-    low, high = (float(v) for v in props["meshcheck.success_ratio.interval"].split(","))
-    assert low <= float(props["meshcheck.success_ratio.observed"]) <= high
+    claim = "meshcheck.claim_success_ratio_at_least_87_50"
+    assert float(props[f"{claim}.expected"]) == pytest.approx(0.875)
+    assert 0.0 < float(props[f"{claim}.observed"]) <= 1.0
+    low, high = (float(v) for v in props[f"{claim}.interval"].split(","))
+    assert low <= float(props[f"{claim}.observed"]) <= high
+    assert props[f"{claim}.role"] == "claim"
+    assert float(props[f"{claim}.alpha"]) <= 0.001
+    assert "would have caught" in props[f"{claim}.detects"]
     assert props["meshcheck.report"] == str(serial.report_dir / str(record["report_path"]))
     not_effective = serial.junit_cases()["test_fault_nobody_calls"]
     assert {p.attrib["name"]: p.attrib["value"] for p in not_effective.iter("property")}["meshcheck.verdict"] == "error"

@@ -1,4 +1,4 @@
-"""Unit tests of the echo workload's pure helpers: durations, codes, headers, chaos, metrics, CLI, HTTP parser."""
+"""Unit tests of the echo workload's pure helpers: codes, headers, chaos, metrics, CLI, ready line, HTTP parser."""
 
 from __future__ import annotations
 
@@ -18,65 +18,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_meshcheck.errors import MeshSetupError
-from pytest_meshcheck.workload import echo
-from pytest_meshcheck.workload.client import ReadyInfo, parse_ready_line
-from pytest_meshcheck.workload.echo import (
+from pytest_meshcheck.procfs import proc_stat
+from pytest_meshcheck.workload.echo.app import EchoApp
+from pytest_meshcheck.workload.echo.chaos import (
     Chaos,
     ErrorFault,
     LatencyFault,
     ResetFault,
     decode_chaos_body,
     parse_chaos,
-    parse_codes,
-    parse_go_duration,
-    parse_overrides,
-    parse_response_headers,
-    pick_code,
 )
-
-# --- Go durations -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("250ms", 0.25),
-        ("1.5s", 1.5),
-        ("1h2m3s", 3723.0),
-        ("300us", 300e-6),
-        ("300\u00b5s", 300e-6),
-        ("300\u03bcs", 300e-6),
-        ("7ns", 7e-9),
-        ("0", 0.0),
-        ("+2s", 2.0),
-        ("-1.5m", -90.0),
-        (".5s", 0.5),
-        ("1.s", 1.0),
-        ("1m500ms", 60.5),
-    ],
-)
-def test_go_duration_valid(text: str, seconds: float) -> None:
-    assert parse_go_duration(text) == pytest.approx(seconds, rel=1e-12, abs=1e-15)
-
-
-@pytest.mark.parametrize("text", ["", "10", "ms", "1x", "1 s", "s1", "1.5", ".s", "-", "1msx", "1S", "1e3ms"])
-def test_go_duration_invalid(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid duration"):
-        parse_go_duration(text)
-
-
-@given(
-    st.lists(
-        st.tuples(st.integers(min_value=0, max_value=10_000), st.sampled_from(["ns", "us", "ms", "s", "m", "h"])),
-        min_size=1,
-        max_size=4,
-    )
-)
-def test_go_duration_sums_its_components(parts: list[tuple[int, str]]) -> None:
-    scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-    text = "".join(f"{n}{unit}" for n, unit in parts)
-    assert parse_go_duration(text) == pytest.approx(sum(n * scale[u] for n, u in parts), rel=1e-9, abs=1e-12)
-
+from pytest_meshcheck.workload.echo.cli import parse_args
+from pytest_meshcheck.workload.echo.connection import HttpConnection
+from pytest_meshcheck.workload.echo.overrides import parse_codes, parse_overrides, parse_response_headers, pick_code
+from pytest_meshcheck.workload.echo.parent import parent_alive
+from pytest_meshcheck.workload.echo.ready import ReadyInfo, parse_ready_line, ready_line
+from pytest_meshcheck.workload.echo.replica import Identity
 
 # --- codes ---------------------------------------------------------------------------------------------
 
@@ -293,8 +250,8 @@ def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], 
 
 
 def test_metrics_text_parses_and_escapes_labels() -> None:
-    identity = echo.Identity(service='we"ird', version="v\\1", instance="a\nb", namespace="ns")
-    app = echo.EchoApp(identity, random.Random(1), 1)
+    identity = Identity(service='we"ird', version="v\\1", instance="a\nb", namespace="ns")
+    app = EchoApp(identity, random.Random(1), 1)
     app.counters.by_status[503] = 4
     app.counters.faults["reset"] = 2
     app.set_chaos(Chaos(error=ErrorFault(503, 0.25)))
@@ -316,8 +273,8 @@ REQUIRED = ["--service", "s", "--version", "v1", "--instance", "s-0", "--namespa
 
 
 def test_cli_defaults() -> None:
-    opts = echo.parse_args(REQUIRED)
-    assert opts.identity == echo.Identity("s", "v1", "s-0", "ns")
+    opts = parse_args(REQUIRED)
+    assert opts.identity == Identity("s", "v1", "s-0", "ns")
     assert (opts.host, opts.port, opts.admin_host, opts.admin_port) == ("127.0.0.1", 0, "127.0.0.1", 0)
     assert opts.parent_pid is None
     assert opts.seed is None
@@ -336,7 +293,7 @@ def test_cli_defaults() -> None:
 )
 def test_cli_rejects_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        echo.parse_args(argv)
+        parse_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -344,6 +301,8 @@ def test_cli_rejects_bad_arguments(argv: list[str], message: str, capsys: pytest
 def test_ready_line() -> None:
     line = 'MESHCHECK_READY {"port": 1234, "admin_port": 5678, "pid": 42}\n'
     assert parse_ready_line(line) == ReadyInfo(port=1234, admin_port=5678, pid=42)
+    assert ready_line(ReadyInfo(port=1234, admin_port=5678, pid=42)) == line
+    assert parse_ready_line(line.encode()) == ReadyInfo(port=1234, admin_port=5678, pid=42)
     with pytest.raises(MeshSetupError, match="instead of its ready line"):
         parse_ready_line("Traceback (most recent call last):")
     with pytest.raises(MeshSetupError, match="malformed"):
@@ -356,12 +315,12 @@ def test_ready_line() -> None:
 def test_parent_alive_for_running_exited_and_reused_pids() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait(timeout=10)
-    assert echo.parent_alive(proc.pid, None) is False
-    stat = echo._proc_stat(1)
+    assert parent_alive(proc.pid, None) is False
+    stat = proc_stat(1)
     assert stat is not None
-    assert echo.parent_alive(1, stat[1]) is True
+    assert parent_alive(1, stat[1]) is True
     # Same pid, different start time: a new process reusing the pid is not our parent.
-    assert echo.parent_alive(1, stat[1] + 1) is False
+    assert parent_alive(1, stat[1] + 1) is False
 
 
 def test_parent_alive_is_false_for_a_zombie() -> None:
@@ -369,12 +328,12 @@ def test_parent_alive_is_false_for_a_zombie() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         deadline = time.monotonic() + 10
-        while (stat := echo._proc_stat(proc.pid)) is not None and stat[0] != "Z" and time.monotonic() < deadline:
+        while (stat := proc_stat(proc.pid)) is not None and stat[0] != "Z" and time.monotonic() < deadline:
             time.sleep(0.01)
         assert stat is not None
         assert stat[0] == "Z"
         os.kill(proc.pid, 0)  # does not raise: the pid still exists
-        assert echo.parent_alive(proc.pid, stat[1]) is False
+        assert parent_alive(proc.pid, stat[1]) is False
     finally:
         proc.wait(timeout=10)
 
@@ -430,9 +389,9 @@ def _responses(raw: bytes) -> list[tuple[int, dict[str, str], dict[str, Any]]]:
     return out
 
 
-def _feed(chunks: list[bytes]) -> tuple[RecordingTransport, echo.EchoApp]:
-    app = echo.EchoApp(echo.Identity("s", "v1", "s-0", "ns"), random.Random(1), 1)
-    conn = echo.HttpConnection(app, keep_body=False, registry=set())
+def _feed(chunks: list[bytes]) -> tuple[RecordingTransport, EchoApp]:
+    app = EchoApp(Identity("s", "v1", "s-0", "ns"), random.Random(1), 1)
+    conn = HttpConnection(app, keep_body=False, registry=set())
     transport = RecordingTransport()
     conn.connection_made(transport)
     for chunk in chunks:

@@ -11,13 +11,25 @@ from pytest_meshcheck.load.profile import ClosedLoop, LoadError, OpenLoop, parse
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(2, 2.0), (0.25, 0.25), ("2s", 2.0), ("500ms", 0.5), ("1.5m", 90.0), ("3", 3.0), (" 10 s ", 10.0), (".5s", 0.5)],
+    [
+        (2, 2.0),
+        (0.25, 0.25),
+        ("2s", 2.0),
+        ("500ms", 0.5),
+        ("1.5m", 90.0),
+        ("1m30s", 90.0),
+        (".5s", 0.5),
+        ("1h", 3600.0),
+    ],
 )
 def test_parse_duration_accepts(value: float | str, seconds: float) -> None:
     assert parse_duration(value, field="X.duration") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", [0, -1, "0s", "abc", "2h", "", float("inf"), float("nan"), True, None, "1e3s"])
+# Strings are Go durations, as in Istio YAML: a bare number or a space is not one.
+@pytest.mark.parametrize(
+    "value", [0, -1, "0s", "abc", "", "3", " 10 s ", "-2s", float("inf"), float("nan"), True, None, "1e3s"]
+)
 def test_parse_duration_rejects_and_names_field(value: object) -> None:
     with pytest.raises(LoadError, match=r"^X\.duration: "):
         parse_duration(value, field="X.duration")  # type: ignore[arg-type]

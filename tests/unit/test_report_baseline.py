@@ -1,4 +1,4 @@
-"""Regressions against a previous run: verdict flips and success ratios that dropped beyond noise."""
+"""Regressions against a previous run: verdict flips, and claimed rates that moved the wrong way beyond noise."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_report_samples import error_record, failing_record, passing_record
+from test_report_samples import error_record, failing_record, inconclusive_record, legacy_record_data, passing_record
 
 from pytest_meshcheck.errors import MeshcheckError
 from pytest_meshcheck.report.baseline import compare_to_baseline, find_regressions, load_baseline
@@ -15,9 +15,25 @@ from pytest_meshcheck.report.record import CheckRecord, ScenarioRecord
 from pytest_meshcheck.report.render import write_scenario_report
 
 
-def _rec(outcome: str, observed: float, interval: tuple[float, float] | None = None) -> ScenarioRecord:
+def _rec(
+    outcome: str,
+    observed: float,
+    interval: tuple[float, float] | None = None,
+    *,
+    role: str = "claim",
+    alternative: str = "at-least",
+    expected: float = 0.9,
+) -> ScenarioRecord:
     check = CheckRecord(
-        "success rate", outcome != "failed", 0.9, observed, list(interval) if interval else None, n=1000
+        "success rate",
+        outcome != "failed",
+        expected,
+        observed,
+        list(interval) if interval else None,
+        n=1000,
+        role=role,  # type: ignore[arg-type]
+        alternative=alternative,  # type: ignore[arg-type]
+        outcome="failed" if outcome == "failed" else "passed",
     )
     return ScenarioRecord(nodeid="s.py::t", title="t", outcome=outcome, checks=[check])  # type: ignore[arg-type]
 
@@ -64,16 +80,74 @@ def test_success_ratio_drops(
     assert [r.kind for r in found] == (["success_ratio"] if flagged else [])
     if flagged:
         assert found[0].check == "success rate"
-        assert "dropped from 0.9500" in found[0].detail
+        assert "success rate dropped from 0.9500" in found[0].detail
 
 
-def test_only_success_checks_and_known_scenarios_are_compared() -> None:
-    old, new = _rec("passed", 0.95, (0.94, 0.96)), _rec("passed", 0.5, (0.45, 0.55))
-    old.checks[0].name = new.checks[0].name = "share of 503 UO"
+def test_an_inconclusive_run_is_a_verdict_regression() -> None:
+    now, before = inconclusive_record(), passing_record()
+    now.nodeid = before.nodeid
+    (flip,) = [r for r in find_regressions([now], [before]) if r.kind == "verdict"]
+    assert flip.detail == "verdict flipped from PASSED to INCONCLUSIVE"
+    # Even when pytest recorded it as passed, an inconclusive check is not a pass.
+    now.outcome = "passed"
+    assert [r.kind for r in find_regressions([now], [before]) if r.kind == "verdict"] == ["verdict"]
+
+
+@pytest.mark.parametrize(
+    ("alternative", "before", "after", "kind", "verb"),
+    [
+        # an error rate claimed at most 5 %: a rise is worse, a drop is not
+        ("at-most", (0.02, (0.01, 0.03)), (0.08, (0.07, 0.09)), "rate", "rose"),
+        ("at-most", (0.08, (0.07, 0.09)), (0.02, (0.01, 0.03)), None, ""),
+        # a share claimed about 50 %: moving away from it is worse, either way
+        ("two-sided", (0.50, (0.48, 0.52)), (0.40, (0.38, 0.42)), "rate", "dropped away from the expected value"),
+        ("two-sided", (0.50, (0.48, 0.52)), (0.60, (0.58, 0.62)), "rate", "rose away from the expected value"),
+        ("two-sided", (0.40, (0.38, 0.42)), (0.50, (0.48, 0.52)), None, ""),
+    ],
+)
+def test_the_claims_alternative_says_which_way_is_worse(
+    alternative: str,
+    before: tuple[float, tuple[float, float]],
+    after: tuple[float, tuple[float, float]],
+    kind: str | None,
+    verb: str,
+) -> None:
+    expected = 0.05 if alternative == "at-most" else 0.5
+    found = find_regressions(
+        [_rec("passed", *after, alternative=alternative, expected=expected)],
+        [_rec("passed", *before, alternative=alternative, expected=expected)],
+    )
+    assert [r.kind for r in found] == ([kind] if kind else [])
+    if kind:
+        assert f"success rate {verb} from" in found[0].detail
+
+
+def test_only_claim_and_model_rates_of_known_scenarios_are_compared() -> None:
+    for role in ("claim", "model"):
+        old, new = _rec("passed", 0.95, (0.94, 0.96), role=role), _rec("passed", 0.5, (0.45, 0.55), role=role)
+        assert [r.kind for r in find_regressions([new], [old])] == ["success_ratio"], role
+    # Evidence (a fault's live share, counters that agree) is no claim: a change there is no regression,
+    # whatever its name says.
+    old, new = _rec("passed", 0.95, (0.94, 0.96), role="evidence"), _rec("passed", 0.5, (0.45, 0.55), role="evidence")
     assert find_regressions([new], [old]) == []
     other = _rec("failed", 0.1, (0.0, 0.2))
     other.nodeid = "s.py::new_test"
     assert find_regressions([other], [_rec("passed", 0.95, (0.94, 0.96))]) == []
+
+
+def test_a_baseline_written_before_check_roles_is_read() -> None:
+    legacy = ScenarioRecord.from_dict(legacy_record_data())
+    legacy.outcome = "passed"
+    for check in legacy.checks:
+        check.passed = True
+    now = ScenarioRecord.from_dict(legacy_record_data())
+    # Same observations: only the verdict flipped.
+    assert [r.kind for r in find_regressions([now], [passing_record(), legacy])] == ["verdict"]
+    # Its claim is known by its name's prefix (the records had no role): its drop is found.
+    legacy.checks[2].observed = 0.87
+    legacy.checks[2].interval = [0.86, 0.88]
+    found = find_regressions([now], [legacy])
+    assert [(r.kind, r.check) for r in found] == [("verdict", ""), ("rate", "claim: success ratio about 87.50%")]
 
 
 def test_previous_run_from_its_index_json_or_directory(tmp_path: Path) -> None:
@@ -86,7 +160,8 @@ def test_previous_run_from_its_index_json_or_directory(tmp_path: Path) -> None:
     now.nodeid = old[0].nodeid
     for source in (previous, previous / "index.json"):
         regs = compare_to_baseline([now], source)
-        assert [r.kind for r in regs] == ["verdict", "success_ratio"], source
+        # The sample's claim is two-sided: it moved away from its expected value.
+        assert [r.kind for r in regs] == ["verdict", "rate"], source
     # a directory without index.json: its scenario records
     (previous / "index.json").unlink()
     assert sorted(r.nodeid for r in load_baseline(previous)) == sorted(r.nodeid for r in old)

@@ -9,10 +9,10 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from test_report_samples import error_record, passing_record
+from test_report_samples import error_record, inconclusive_record, legacy_record_data, passing_record
 
 from pytest_meshcheck.report.junit import junit_properties
-from pytest_meshcheck.report.record import CheckRecord
+from pytest_meshcheck.report.record import CheckRecord, ScenarioRecord
 
 
 def test_properties_of_a_scenario() -> None:
@@ -33,6 +33,28 @@ def test_properties_of_a_scenario() -> None:
     assert props["meshcheck.p99_latency.passed"] == "true"
     assert "meshcheck.p99_latency.interval" not in props  # a bound has no interval: left out, not empty
     assert props["meshcheck.report"] == "reports/s.html"
+
+
+def test_properties_say_each_checks_outcome_role_and_power() -> None:
+    rec = inconclusive_record()
+    claim = rec.checks[0]
+    props = dict(junit_properties(rec))
+    assert props["meshcheck.verdict"] == "inconclusive"  # pytest failed it; no check showed it broken
+    assert props["meshcheck.success_rate.outcome"] == "inconclusive"
+    assert props["meshcheck.success_rate.passed"] == "false"
+    assert props["meshcheck.success_rate.role"] == "claim"
+    assert props["meshcheck.success_rate.alternative"] == "two-sided"
+    assert props["meshcheck.success_rate.alpha"] == "0.0098"
+    assert props["meshcheck.success_rate.beta"] == "0.05"
+    assert props["meshcheck.success_rate.delta"] == "0.02"
+    assert props["meshcheck.success_rate.detects"] == claim.detects
+    assert props["meshcheck.p99_latency.role"] == "model"
+    assert "meshcheck.p99_latency.alpha" not in props  # a bound has no error rates: left out
+    # Records older than these fields: outcome from ``passed``, role from the name's prefix.
+    legacy = dict(junit_properties(ScenarioRecord.from_dict(legacy_record_data())))
+    assert legacy["meshcheck.claim_success_ratio_about_87_50.outcome"] == "failed"
+    assert legacy["meshcheck.claim_success_ratio_about_87_50.role"] == "claim"
+    assert legacy["meshcheck.model_success_ratio.role"] == "model"
 
 
 def test_duplicate_check_names_and_errors() -> None:

@@ -59,30 +59,31 @@ def test_live_line_waits_redraws_in_place_and_ends_with_a_summary() -> None:
     assert screen.chunks == ["scenarios/test_a.py::test_x "]  # quiet for the first two seconds
     clock.now += 0.2
     progress.update("load", 210, 200)
-    assert screen.chunks[1] == "\n"  # own row, so the test name above stays intact
-    assert screen.chunks[2].startswith("\rmeshcheck: test_x load: 210 sent, 95.24% ok, 2 s")
-    assert len(screen.chunks[2]) == 1 + screen.fullwidth - 1  # padded: a shorter line erases a longer one
+    # On the row below, cleared first, so the test name above stays intact; then back to pytest's row.
+    assert screen.chunks[1].startswith("\n\r\x1b[Kmeshcheck: test_x load: 210 sent, 95.24% ok, 2 s")
+    assert screen.chunks[1].endswith("\x1b[A\r\x1b[28C")
     clock.now += 0.3
     progress.update("load", 240, 230)  # within the redraw interval: nothing written
-    assert len(screen.chunks) == 3
+    assert len(screen.chunks) == 2
     clock.now += 0.3
     progress.update("drain", 260, 250)
-    assert screen.chunks[3].startswith("\rmeshcheck: test_x drain: 260 sent")
+    assert screen.chunks[2].startswith("\n\r\x1b[Kmeshcheck: test_x drain: 260 sent")
     progress.close()
-    assert screen.chunks[4].startswith("\rmeshcheck: test_x done: drain: 260 sent, 96.15% ok, 3 s")
-    assert screen.chunks[4].endswith("\n")
+    assert screen.chunks[3].startswith("\n\r\x1b[Kmeshcheck: test_x done: drain: 260 sent, 96.15% ok, 3 s")
+    assert screen.chunks[3].endswith("\n")
     assert screen.current == ""
     progress.close()
     progress.update("load", 1, 1)
-    assert len(screen.chunks) == 5  # closed: nothing more
+    assert len(screen.chunks) == 4  # closed: nothing more
 
 
 def test_live_line_is_cut_to_the_terminal_width() -> None:
     screen, clock = Screen(), Clock()
     progress = Progress(screen, True, label="x" * 200, delay=0, clock=clock)
     progress.update("load", 1, 1)
-    assert len(screen.chunks[0]) == screen.fullwidth
-    assert screen.chunks[0].endswith("...")
+    line = screen.chunks[0].split("\x1b[K")[1].split("\x1b[A")[0]  # the text drawn on its row
+    assert len(line) == screen.fullwidth - 1
+    assert line.endswith("...")
 
 
 def test_short_scenarios_print_nothing() -> None:
@@ -149,15 +150,20 @@ import time
 import pytest
 from pytest_meshcheck.report.progress import progress_for
 
+DELAY, INTERVAL = 0.1, 0.03
+
 @pytest.mark.parametrize("i", [0, 1])
 def test_long(request, i):
-    with progress_for(request.config, request.node.name, delay=0.1, interval=0.03) as progress:
-        sent = 0
-        end = time.monotonic() + 0.35
-        while time.monotonic() < end:
+    with progress_for(request.config, request.node.name, delay=DELAY, interval=INTERVAL) as progress:
+        # Paced by sleeps, not by a deadline: time.sleep waits at least as long as asked, so however
+        # loaded the machine, every update after the first sleep is due to draw (4 redraws at least).
+        sent = 10
+        progress.update("load", sent, sent - sent // 10)
+        time.sleep(DELAY + 0.01)
+        for _ in range(4):
             sent += 10
             progress.update("load", sent, sent - sent // 10)
-            time.sleep(0.02)
+            time.sleep(INTERVAL + 0.01)
         if hasattr(request.config, "workerinput"):  # an xdist worker never draws
             assert not (progress.live or progress.final_line)
     print("captured-by-pytest")
@@ -237,9 +243,9 @@ def _run_in_terminal(session_dir: Path, *args: str) -> str:
 
 def test_terminal_gets_a_live_line(session_dir: Path) -> None:
     out = _run_in_terminal(session_dir, "-v")
-    redraws = re.findall(r"\rmeshcheck: test_long\[0\] load: \d+ sent, 90\.00% ok", out)
-    assert len(redraws) >= 2, out  # drawn in place several times
-    finals = re.findall(r"\rmeshcheck: test_long\[\d\] done: load: \d+ sent, 90\.00% ok, \d+ s *\r?\n", out)
+    redraws = re.findall(r"\r\x1b\[Kmeshcheck: test_long\[0\] load: \d+ sent, 90\.00% ok", out)
+    assert len(redraws) >= 4, out  # drawn in place at every update after the delay
+    finals = re.findall(r"\nmeshcheck: test_long\[\d\] done: load: \d+ sent, 90\.00% ok, \d+ s *\r?\n", out)
     assert len(finals) == 2, out
     assert "test_long.py::test_long[0] " in out
     assert "PASSED" in out

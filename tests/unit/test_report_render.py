@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -188,9 +187,7 @@ def test_unwritable_report_directory_is_a_clear_error(tmp_path: Path) -> None:
 def test_long_run_stays_under_two_megabytes(tmp_path: Path) -> None:
     rec = long_record(20_000)
     assert len(rec.timeseries["t"]) == 20_000
-    started = time.perf_counter()
     html_path = write_scenario_report(rec, tmp_path)
-    elapsed = time.perf_counter() - started
     json_path = html_path.with_suffix(".json")
     assert html_path.stat().st_size < TWO_MB
     assert json_path.stat().st_size < TWO_MB
@@ -203,7 +200,7 @@ def test_long_run_stays_under_two_megabytes(tmp_path: Path) -> None:
         assert 0 < int(points) <= 3 * CHART_POINTS  # latency holds two series of at most CHART_POINTS
     # The chaos window (t = 20 s .. 15,000 s) is still visible after merging.
     assert html.count("chaos on") >= 7
-    assert elapsed < 10, f"rendering a 20,000-point report took {elapsed:.1f} s"
+    # How long this takes is a figure of bench/bench_timings.py (report_render_20000_points_s), not a test.
 
 
 def test_unreverted_fault_and_missing_times_render(tmp_path: Path) -> None:

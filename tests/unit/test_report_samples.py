@@ -13,6 +13,7 @@ import random
 import re
 from dataclasses import asdict
 from html.parser import HTMLParser
+from typing import Any
 
 from pytest_meshcheck.report.record import (
     ChaosRecord,
@@ -108,6 +109,13 @@ def scenario(
             "each attempt fails with p = 0.5, so success = 1 - 0.5^4 ... bounded by the per-try budget",
         ],
         detail="two-sided, tolerance 0.02",
+        role="claim",
+        alternative="two-sided",
+        outcome="passed" if passed else "failed",
+        alpha=0.0098,
+        beta=0.05,
+        delta=0.02,
+        detects="would have caught a success rate below 85.5 % or above 89.5 % with 95 % probability",
     )
     latency = CheckRecord(
         name="p99 latency",
@@ -118,12 +126,21 @@ def scenario(
         method="bound",
         unit="s",
         reasons=["perTryTimeout: 500ms (line 15)"],
+        role="model",
+        alternative="at-most",
     )
     verdict = "passed" if passed else "FAILED"
     message = (
         f"success rate: expected {expected:.4f} +-0.02, observed {observed:.4f} ({chaos_ok}/{chaos_n}); "
         f"99% Wilson interval [{observed - half:.4f}, {observed + half:.4f}] -> {verdict}"
     )
+    if not passed:
+        # As the scenario harness words a failure: the claim, the check, its policy lines, the report.
+        policy_lines = "\n    ".join(check.reasons)
+        message = (
+            f"Retries mask a 50% 5xx error rate on reviews\n  {message}\n"
+            f"  policy lines and defaults involved:\n    {policy_lines}\n  report: {nodeid}.html"
+        )
     sent = list(itertools.accumulate(series["requests"]))
     retries = [[T0 + i, (50.0 if 20 <= i < 60 else 0.0)] for i in range(0, seconds, 2)]
     return ScenarioRecord(
@@ -212,6 +229,40 @@ def failing_record() -> ScenarioRecord:
         ratio_in_chaos=0.52,
         outcome="failed",
     )
+
+
+def inconclusive_record() -> ScenarioRecord:
+    """A scenario whose claim was inconclusive: below what a holding policy gives, not clearly broken.
+
+    pytest failed it (an inconclusive check is never a pass); no check failed outright.
+    """
+    rec = scenario(
+        nodeid="scenarios/test_retries.py::test_retry_masks_5xx[marginal]", ratio_in_chaos=0.862, outcome="failed"
+    )
+    claim = rec.checks[0]
+    claim.passed = False
+    claim.outcome = "inconclusive"
+    claim.detail = "success rate: claimed about 87.5 % (delta 0.02) -> INCONCLUSIVE (not a pass)"
+    rec.message = rec.message.replace("-> FAILED", "-> INCONCLUSIVE")
+    return rec
+
+
+def legacy_record_data() -> dict[str, Any]:
+    """A scenario record as versions before check roles wrote it: no role, outcome, alpha, beta, delta, detects.
+
+    Its claim and model checks are told apart by their names only, as those versions did.
+    """
+    data: dict[str, Any] = json.loads(failing_record().to_json())
+    data["nodeid"] = "scenarios/test_retries.py::test_retry_legacy"
+    new_fields = ("role", "alternative", "outcome", "alpha", "beta", "delta", "detects")
+    chaos = {"name": "chaos live: error on reviews", "passed": True, "observed": 2401.0, "unit": "count"}
+    model = dict(data["checks"][0], name="model: success ratio", passed=False)
+    claim = dict(data["checks"][0], name="claim: success ratio about 87.50%", passed=False)
+    data["checks"] = [chaos, model, claim, data["checks"][1]]
+    for check in data["checks"]:
+        for key in new_fields:
+            check.pop(key, None)
+    return data
 
 
 def error_record() -> ScenarioRecord:

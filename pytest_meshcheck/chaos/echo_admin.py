@@ -1,4 +1,4 @@
-"""Typed client for the echo workload's admin API, and the parser of its ready line.
+"""Typed client for the echo workload's admin API (``/chaos``, ``/stats``, ``/metrics``, ``/healthz``).
 
 Example::
 
@@ -11,22 +11,14 @@ Example::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from pytest_meshcheck.errors import ChaosError, MeshSetupError
-from pytest_meshcheck.workload.echo import (
-    READY_PREFIX,
-    Chaos,
-    ErrorFault,
-    LatencyFault,
-    ResetFault,
-    parse_chaos,
-)
+from pytest_meshcheck.errors import ChaosError
+from pytest_meshcheck.workload.echo.chaos import Chaos, ErrorFault, LatencyFault, ResetFault, parse_chaos
 
 __all__ = [
     "Chaos",
@@ -35,35 +27,8 @@ __all__ = [
     "EchoStats",
     "ErrorFault",
     "LatencyFault",
-    "ReadyInfo",
     "ResetFault",
-    "parse_ready_line",
 ]
-
-
-@dataclass(frozen=True)
-class ReadyInfo:
-    """What an echo process announces once both ports listen."""
-
-    port: int
-    admin_port: int
-    pid: int
-
-
-def parse_ready_line(line: str) -> ReadyInfo:
-    """Parse ``MESHCHECK_READY {"port": P, "admin_port": A, "pid": N}``.
-
-    Raises:
-        MeshSetupError: The line is not a ready line.
-    """
-    text = line.strip()
-    if not text.startswith(READY_PREFIX):
-        raise MeshSetupError(f"echo workload printed {text!r} instead of its ready line {READY_PREFIX}{{...}}")
-    try:
-        doc = json.loads(text[len(READY_PREFIX) :])
-        return ReadyInfo(port=int(doc["port"]), admin_port=int(doc["admin_port"]), pid=int(doc["pid"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MeshSetupError(f"echo workload ready line {text!r} is malformed: {exc}") from None
 
 
 @dataclass(frozen=True)

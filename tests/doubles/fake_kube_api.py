@@ -35,7 +35,7 @@ from aiohttp import WSMsgType, web
 Key = tuple[str, str, str, str]  # group, plural, namespace ("" for cluster-scoped), name
 
 _CORE_PLURALS = {"namespaces", "configmaps", "services", "pods", "events"}
-_ISTIO_GROUP = "networking.istio.io"
+ISTIO_GROUP = "networking.istio.io"
 
 
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:
@@ -279,8 +279,8 @@ class FakeKubeAPI:
             return await self._resource(request, "", parts[2:])
         if parts[:3] == ["apis", "apps", "v1"]:
             return await self._resource(request, "apps", parts[3:])
-        if parts[:2] == ["apis", _ISTIO_GROUP] and self.istio_version is not None and len(parts) > 2:
-            return await self._resource(request, _ISTIO_GROUP, parts[3:], version=parts[2])
+        if parts[:2] == ["apis", ISTIO_GROUP] and self.istio_version is not None and len(parts) > 2:
+            return await self._resource(request, ISTIO_GROUP, parts[3:], version=parts[2])
         return _status(404, "NotFound", f"the server could not find the requested resource {request.path}")
 
     def _discovery(self) -> dict[str, Any]:
@@ -292,8 +292,8 @@ class FakeKubeAPI:
             },
         ]
         if self.istio_version is not None:
-            versions = [{"groupVersion": f"{_ISTIO_GROUP}/{v}", "version": v} for v in ("v1", "v1beta1", "v1alpha3")]
-            groups.append({"name": _ISTIO_GROUP, "versions": versions})
+            versions = [{"groupVersion": f"{ISTIO_GROUP}/{v}", "version": v} for v in ("v1", "v1beta1", "v1alpha3")]
+            groups.append({"name": ISTIO_GROUP, "versions": versions})
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
     def _denied(self, verb: str, resource: str) -> bool:

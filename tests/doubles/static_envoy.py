@@ -1,7 +1,4 @@
-"""A real Envoy and a small upstream for exercising the load engine in tests and benchmarks.
-
-Every process started here binds 127.0.0.1 on an OS-assigned port, is tracked by PID and is stopped by PID
-(SIGTERM, then SIGKILL). Readiness is probed, never slept for.
+"""One real Envoy from a static bootstrap, for exercising the load engine in tests and benchmarks.
 
 Usage::
 
@@ -12,16 +9,11 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
-import selectors
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,22 +21,13 @@ from typing import Any
 import yaml
 
 from pytest_meshcheck.errors import MeshSetupError, MeshTimeoutError
+from pytest_meshcheck.local.envoy import find_envoy
+from tests.doubles import child
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 CLUSTER = "outbound|8080||upstream"
 _NO_LIMITS = {"max_connections": 10000, "max_pending_requests": 10000, "max_requests": 10000}
-
-
-def envoy_binary() -> str:
-    """The Envoy the local mesh uses (see :func:`pytest_meshcheck.local.envoy.find_envoy`).
-
-    Raises:
-        MeshSetupError: No Envoy binary was found.
-    """
-    from pytest_meshcheck.local.envoy import find_envoy
-
-    return str(find_envoy())
 
 
 def bootstrap(
@@ -118,21 +101,6 @@ def bootstrap(
     }
 
 
-def _get(url: str, timeout: float = 1.0) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return int(resp.status), resp.read().decode()
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 class EnvoyProcess:
     """One Envoy (``--concurrency 1``) started from a bootstrap dict; a context manager.
 
@@ -149,7 +117,7 @@ class EnvoyProcess:
         self._admin_file = self._dir / "admin.txt"
         self.log_path = self._dir / "envoy.log"
         args = [
-            envoy_binary(),
+            str(find_envoy()),  # the Envoy the local mesh uses
             "-c",
             str(cfg),
             "--concurrency",
@@ -166,7 +134,7 @@ class EnvoyProcess:
         try:
             self.admin, self.port = self._wait_ready(startup_timeout)
         except BaseException:
-            _stop(self.proc)
+            child.stop(self.proc)
             raise
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -186,9 +154,9 @@ class EnvoyProcess:
             if address:
                 admin = f"http://{address}"
                 try:
-                    status, _ = _get(f"{admin}/ready")
+                    status, _ = child.http_get(f"{admin}/ready")
                     if status == 200:
-                        _, listeners = _get(f"{admin}/listeners?format=json")
+                        _, listeners = child.http_get(f"{admin}/listeners?format=json")
                         sock = json.loads(listeners)["listener_statuses"][0]["local_address"]["socket_address"]
                         return admin, int(sock["port_value"])
                 except (urllib.error.URLError, OSError):
@@ -198,60 +166,10 @@ class EnvoyProcess:
 
     def stop(self) -> None:
         """Stop Envoy by PID and remove its scratch directory."""
-        _stop(self.proc)
+        child.stop(self.proc)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> EnvoyProcess:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class UpstreamProcess:
-    """The stdlib upstream of :mod:`pytest_meshcheck.load._upstream` in a child process; a context manager.
-
-    Attributes:
-        port: The bound port.
-        url: The base URL (control endpoints ``/__stall``, ``/__stats``, ``/__clear`` live here).
-    """
-
-    def __init__(self, *, instance: str = "u0", delay: float = 0.0, startup_timeout: float = 10.0) -> None:
-        args = [sys.executable, "-m", "pytest_meshcheck.load._upstream", "--instance", instance, "--delay", str(delay)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:
-            self.port = self._read_port(startup_timeout)
-        except BaseException:
-            _stop(self.proc)
-            raise
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _read_port(self, timeout: float) -> int:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        # The child prints exactly one line, "port N", once it listens.
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                raise MeshTimeoutError(f"upstream did not report its port within {timeout}s")
-        line = self.proc.stdout.readline().decode().split()
-        if len(line) != 2 or line[0] != "port":
-            raise MeshSetupError(f"upstream exited with code {self.proc.poll()} before listening")
-        return int(line[1])
-
-    def control(self, path: str) -> Any:
-        """GET a control endpoint such as ``/__stats`` and return its JSON."""
-        return json.loads(_get(f"{self.url}{path}", timeout=5.0)[1])
-
-    def stop(self) -> None:
-        """Stop the upstream by PID."""
-        _stop(self.proc)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def __enter__(self) -> UpstreamProcess:
         return self
 
     def __exit__(

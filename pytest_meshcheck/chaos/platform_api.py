@@ -19,10 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from pytest_meshcheck.backend import WorkloadInstance
-from pytest_meshcheck.chaos.destination import DestinationChaos, FaultKind, error_spec, latency_spec, reset_spec
+from pytest_meshcheck.backend import MeshBackend, WorkloadInstance
+from pytest_meshcheck.chaos.destination import DestinationChaos, error_spec, latency_spec, reset_spec
+from pytest_meshcheck.chaos.kinds import FaultKind
 from pytest_meshcheck.errors import ChaosError, TopologyError
-from pytest_meshcheck.local.mesh import LocalMesh
 
 _HTTP_TYPE = re.compile(r"^HTTP_(\d{3})$")
 
@@ -38,7 +38,7 @@ def _number(body: dict[str, Any], key: str, default: float | None = None) -> flo
     return float(value)
 
 
-def _service_targets(mesh: LocalMesh, body: dict[str, Any]) -> list[WorkloadInstance]:
+def _service_targets(mesh: MeshBackend, body: dict[str, Any]) -> list[WorkloadInstance]:
     service = body.get("service")
     if not isinstance(service, str) or not service:
         raise _BadRequest('field \'service\' is required, e.g. {"service": "order-service"}')
@@ -48,8 +48,8 @@ def _service_targets(mesh: LocalMesh, body: dict[str, Any]) -> list[WorkloadInst
         raise web.HTTPNotFound(text=str(exc)) from exc
 
 
-def build_app(mesh: LocalMesh, chaos: DestinationChaos) -> web.Application:
-    """The aiohttp application bound to a running mesh."""
+def build_app(mesh: MeshBackend, chaos: DestinationChaos) -> web.Application:
+    """The aiohttp application bound to a running mesh (any context: faults go through ``chaos``)."""
 
     async def body_of(request: web.Request) -> dict[str, Any]:
         try:

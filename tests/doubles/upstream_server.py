@@ -1,4 +1,4 @@
-"""A stdlib HTTP/1.1 upstream for load-engine tests: ``python -m pytest_meshcheck.load._upstream``.
+"""A stdlib HTTP/1.1 upstream for load-engine tests: ``python tests/doubles/upstream_server.py``.
 
 It binds 127.0.0.1 on an OS-assigned port and prints ``port N`` once listening. Every response carries
 ``x-meshcheck-instance``. Control endpoints (answered at once, not counted):

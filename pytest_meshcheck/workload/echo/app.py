@@ -1,0 +1,158 @@
+"""The serving-port handler: chaos first, then the query overrides, then the replica's identity as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from json.encoder import encode_basestring_ascii
+from typing import Any
+
+from pytest_meshcheck.workload.echo.chaos import Chaos, roll
+from pytest_meshcheck.workload.echo.connection import HttpConnection, Request
+from pytest_meshcheck.workload.echo.metrics import metrics_text
+from pytest_meshcheck.workload.echo.overrides import parse_overrides, pick_code
+from pytest_meshcheck.workload.echo.replica import Counters, Identity
+
+
+class EchoApp:
+    """The serving-port handler: chaos, query overrides, identity response."""
+
+    def __init__(self, identity: Identity, rng: random.Random, seed: int) -> None:
+        self.identity = identity
+        self.rng = rng
+        self.seed = seed
+        self.counters = Counters()
+        self.chaos = Chaos()
+        self.generation = 0
+        self._headers = (
+            f"x-meshcheck-service: {identity.service}\r\n"
+            f"x-meshcheck-version: {identity.version}\r\n"
+            f"x-meshcheck-instance: {identity.instance}\r\n"
+            "content-type: application/json\r\n"
+        ).encode()
+        ident = json.dumps(dataclasses.asdict(identity), separators=(",", ":"))
+        self._body_prefix = ident[:-1] + ',"method":'
+
+    def set_chaos(self, chaos: Chaos) -> None:
+        """Replace the chaos state; every call is a new generation."""
+        self.chaos = chaos
+        self.generation += 1
+
+    # Handler -----------------------------------------------------------------------------------------
+
+    def on_connection(self) -> None:  # noqa: D102
+        self.counters.connections += 1
+
+    def on_abandoned(self) -> None:  # noqa: D102
+        self.counters.abandoned += 1
+
+    def on_protocol_error(self, status: int) -> None:  # noqa: D102
+        self._count(status)
+
+    def handle(self, conn: HttpConnection, req: Request) -> None:  # noqa: D102
+        counters = self.counters
+        counters.received += 1
+        chaos = self.chaos
+        rng = self.rng
+        if chaos.reset is not None and roll(rng, chaos.reset.probability):
+            counters.faults["reset"] += 1
+            conn.reset()
+            return
+        delay = 0.0
+        fault = b""
+        if chaos.latency is not None and roll(rng, chaos.latency.probability):
+            counters.faults["delay"] += 1
+            delay = chaos.latency.delay_ms / 1000.0
+            fault = b"delay"
+        target = req.target
+        path, qmark, query = target.partition(b"?")
+        extra = b""
+        error: str | None = None
+        status = 200
+        if chaos.error is not None and roll(rng, chaos.error.probability):
+            counters.faults["error"] += 1
+            status = chaos.error.status
+            fault = fault + b",error" if fault else b"error"
+        elif qmark and query:
+            status, extra, error, more_delay = self._apply_overrides(query)
+            delay += more_delay
+        if fault:
+            extra += b"x-meshcheck-fault: " + fault + b"\r\n"
+        body = self._body(req, path, fault, error)
+        if delay > 0.0:
+            conn.defer(delay, lambda: self._send(conn, status, extra, body))
+        else:
+            self._send(conn, status, extra, body)
+
+    # internals ---------------------------------------------------------------------------------------
+
+    def _apply_overrides(self, query: bytes) -> tuple[int, bytes, str | None, float]:
+        """Status, extra header lines, error message and delay from the query overrides."""
+        try:
+            overrides = parse_overrides(query.decode("latin-1"))
+        except ValueError as exc:
+            return 400, b"", str(exc), 0.0
+        used = overrides.used()
+        if not used:
+            return 200, b"", None, 0.0
+        counters = self.counters
+        counters.override_requests += 1
+        for name in used:
+            counters.overrides[name] += 1
+        status = pick_code(overrides.codes, self.rng) if overrides.codes is not None else 200
+        extra = b"".join(f"{k}: {v}\r\n".encode("ascii") for k, v in overrides.headers or ())
+        return status, extra, None, overrides.delay_s or 0.0
+
+    def _body(self, req: Request, path: bytes, fault: bytes, error: str | None) -> bytes:
+        text = (
+            self._body_prefix
+            + encode_basestring_ascii(req.method.decode("latin-1"))
+            + ',"path":'
+            + encode_basestring_ascii(path.decode("utf-8", "replace"))
+        )
+        if req.attempt is not None:
+            text += ',"x-envoy-attempt-count":' + encode_basestring_ascii(req.attempt.decode("latin-1"))
+        if fault:
+            text += ',"fault":"' + fault.decode() + '"'
+        if error is not None:
+            text += ',"error":' + encode_basestring_ascii(error)
+        return (text + "}").encode()
+
+    def _send(self, conn: HttpConnection, status: int, extra: bytes, body: bytes) -> None:
+        self._count(status)
+        conn.respond(status, self._headers + extra, body)
+
+    def _count(self, status: int) -> None:
+        by_status = self.counters.by_status
+        by_status[status] = by_status.get(status, 0) + 1
+
+    # reports -----------------------------------------------------------------------------------------
+
+    def chaos_doc(self) -> dict[str, Any]:
+        """Body of ``GET /chaos``."""
+        return {"chaos": self.chaos.to_json(), "generation": self.generation}
+
+    def stats_doc(self) -> dict[str, Any]:
+        """Body of ``GET /stats``."""
+        c = self.counters
+        return {
+            **dataclasses.asdict(self.identity),
+            "pid": os.getpid(),
+            "seed": self.seed,
+            "requests_received": c.received,
+            "responses_total": sum(c.by_status.values()),
+            "responses_by_status": {str(k): v for k, v in sorted(c.by_status.items())},
+            "faults_injected": dict(c.faults),
+            "query_overrides": dict(c.overrides),
+            "override_requests": c.override_requests,
+            "abandoned": c.abandoned,
+            "connections": c.connections,
+            "chaos_generation": self.generation,
+            "chaos": self.chaos.to_json(),
+        }
+
+    def metrics_text(self) -> str:
+        """Body of ``GET /metrics`` in the Prometheus text exposition format 0.0.4."""
+        return metrics_text(self.identity, self.counters, self.chaos, self.generation)
