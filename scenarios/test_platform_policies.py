@@ -11,6 +11,8 @@ Durations are scaled (``TIME_SCALE``): the README's 8 s timeout is checked as 1.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -288,12 +290,18 @@ def check_payment_breaker_claim(mesh_scenario: Scenario, policies: PolicySet) ->
     fault = DestinationFault("error", rate=1.0, status=500)
     prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=50.0))
     mesh_scenario.explain(prediction.explain())
-    # Envoy delivers every ejection after the first one with its update_merge_window (1 s, not part of the
-    # policy, so not time-scaled): "open" is judged once the first phase has outlasted that window.
-    opening = 0.5 + MERGE_WINDOW
+    replicas = mesh_scenario.mesh.topology.service("payment-service").replicas
+    opening = 0.5
     with mesh_scenario.chaos.error("payment-service", rate=1.0, status=500) as injected:
         mesh_scenario.load.open("payment-service", rate=50.0, duration=opening)
         mesh_scenario.require_chaos(injected)
+        # "Open" is judged on evidence: Envoy's own count of ejected hosts reaches every replica. Envoy then
+        # delivers the ejections after the first to its worker with its update_merge_window (1 s, not part
+        # of the policy, so not time-scaled), so the second phase starts one window later.
+        ejected = mesh_scenario.wait_for_gauge(
+            "envoy_cluster_outlier_detection_ejections_active", "payment-service", replicas, timeout=5.0
+        )
+        time.sleep(MERGE_WINDOW)
         reached_before = sum(p.served for p in injected.proof())
         after = mesh_scenario.load.open("payment-service", rate=50.0, duration=1.0)
         reached = sum(p.served for p in injected.proof()) - reached_before
@@ -312,7 +320,7 @@ def check_payment_breaker_claim(mesh_scenario: Scenario, policies: PolicySet) ->
         float(reached),
         expected=0.0,
         reasons=prediction.reasons,
-        detail=f"{after.count} requests sent after {opening:g} s of errors",
+        detail=f"{after.count} requests sent once Envoy reported {ejected:g} of {replicas} hosts ejected",
     )
     p99 = float(np.percentile(after.latencies, 99)) if after.count else 0.0
     mesh_scenario.check_value(

@@ -792,6 +792,21 @@ class Scenario:
         fqdn = self.mesh.topology.service(service).fqdn
         return prom.increase(_cluster_selector(metric, [fqdn], prom.base_labels))
 
+    def wait_for_gauge(self, metric: str, service: str, at_least: float, *, timeout: float = 10.0) -> float:
+        """Wait until an ``envoy_cluster_*`` gauge of ``service`` reaches ``at_least`` in Prometheus.
+
+        Waits on evidence (each fresh scrape), not a fixed sleep. Returns the last value read, which is
+        below ``at_least`` when ``timeout`` passed first: the caller's check then fails on it.
+        """
+        fqdn = self.mesh.topology.service(service).fqdn
+        deadline = time.monotonic() + timeout
+        value = 0.0
+        while True:
+            prom = self.prom(self.window_start, time.time())
+            value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
+            if value >= at_least or time.monotonic() >= deadline:
+                return value
+
     # ------------------------------------------------------------------ recording
 
     def on_load(self, phase: LoadPhase) -> None:
