@@ -284,7 +284,7 @@ spec:
 
 def check_payment_breaker_claim(mesh_scenario: Scenario, policies: PolicySet) -> None:
     """All payment instances fail: after 3 errors each, no request reaches payment-service, errors come at once."""
-    scale = 0.05  # baseEjectionTime 60 s -> 3 s, interval 10 s -> 0.5 s
+    scale = 0.2  # baseEjectionTime 60 s -> 12 s: no host returns while the claim is judged, however slow the machine
     mesh_scenario.policies.apply(policies, time_scale=scale)
     effective = mesh_scenario.effective("payment-service")
     fault = DestinationFault("error", rate=1.0, status=500)

@@ -151,7 +151,7 @@ def test_example_breaker_claims_use_their_own_time_scale(example: dict[str, Comp
     assert order[0][2] == {"time_scale": 0.1}
     assert order[1][1] == ("order-service", Fault.error(rate=1.0, status=500, instances=1))
     assert order[2][1] == ("order-service", OpenLoop(rate=60.0, duration=2.0))
-    assert payment[0][2] == {"time_scale": 0.05}
+    assert payment[0][2] == {"time_scale": 0.1}
     assert "payment-service-circuit-breaker" in [dr.name for dr in payment[0][1][0].destination_rules]
 
 
