@@ -62,7 +62,10 @@ def main() -> None:
         wall, bad, code = run_once(seed, args.workers)
         walls.append(wall)
         failures += len(bad)
-        print(f"run {i + 1}/{args.runs}: seed {seed}, exit {code}, {wall:.1f} s, {len(bad)} unexpected outcome(s)")
+        print(
+            f"run {i + 1}/{args.runs}: seed {seed}, exit {code}, {wall:.1f} s, {len(bad)} unexpected outcome(s)",
+            flush=True,
+        )
         for b in bad:
             print(f"  {b['scenario']}: {b['outcome']}")
             for c in b["checks"]:  # type: ignore[attr-defined]

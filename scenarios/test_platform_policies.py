@@ -16,10 +16,10 @@ import time
 import numpy as np
 import pytest
 
-from pytest_meshcheck import ClosedLoop, Fault
+from pytest_meshcheck import ClosedLoop, Fault, OpenLoop
 from pytest_meshcheck.cli import platform_policies_dir
 from pytest_meshcheck.errors import PolicyError
-from pytest_meshcheck.expect import DestinationFault, Load, predict_ejection, predict_latency
+from pytest_meshcheck.expect import DestinationFault, Load, predict_ejection
 from pytest_meshcheck.expect.ejection import MERGE_WINDOW
 from pytest_meshcheck.harness.scenario import Scenario, ScenarioFailed
 from pytest_meshcheck.policy import PolicySet, load_policies, load_policy_text
@@ -116,37 +116,13 @@ def check_timeout_claim(
     mesh_scenario: Scenario, policies: PolicySet, service: str, delay_s: float, claimed_s: float
 ) -> None:
     """Delay every response by ``delay_s`` (README seconds) and check requests end at the README's ``claimed_s``."""
-    mesh_scenario.policies.apply(policies, time_scale=TIME_SCALE)
-    delay, claimed = delay_s * TIME_SCALE, claimed_s * TIME_SCALE
-    prediction = predict_latency(mesh_scenario.effective(service), DestinationFault("latency", rate=1.0, delay=delay))
-    mesh_scenario.explain(prediction.explain())
-    with mesh_scenario.chaos.latency(service, delay) as injected:
-        result = mesh_scenario.load.closed(service, concurrency=8, requests=16)
-        mesh_scenario.require_chaos(injected)
-    statuses = result.status_histogram()
-    mesh_scenario.check_value(
-        "claim: requests ending in 504 (upstream request timeout)",
-        float(statuses.get(504, 0)),
-        expected=float(result.count),
-        detail=f"status histogram {statuses}",
-        reasons=prediction.reasons,
-    )
-    lat = result.latencies
-    mesh_scenario.check_value(
-        f"claim: fastest request against the README's {claimed_s:g} s (scaled {claimed:.2f} s)",
-        float(lat.min()),
-        at_least=claimed - TOLERANCE_S,
-        unit="s",
-        reasons=prediction.reasons,
-        detail=f"model: requests end within {prediction.slow_range} s with {prediction.flags}",
-    )
-    mesh_scenario.check_value(
-        f"claim: slowest request against the README's {claimed_s:g} s (scaled {claimed:.2f} s)",
-        float(lat.max()),
-        at_most=claimed + TOLERANCE_S,
-        unit="s",
-        reasons=prediction.reasons,
-    )
+    mesh_scenario.apply(policies, time_scale=TIME_SCALE)
+    mesh_scenario.inject(service, Fault.latency(delay_s * TIME_SCALE))
+    mesh_scenario.drive(service, ClosedLoop(concurrency=8, requests=16))
+    mesh_scenario.expect_every_request(status=504)
+    claimed = claimed_s * TIME_SCALE  # a timeout never fires early: the fastest request is the claim itself
+    mesh_scenario.expect_latency(at_least=claimed, at_most=claimed, slack=TOLERANCE_S)
+    mesh_scenario.expect_model_consistency()
 
 
 def test_inventory_times_out_after_8s_not_20s(mesh_scenario: Scenario) -> None:
@@ -182,21 +158,11 @@ def test_order_times_out_after_10s_corrected(mesh_scenario: Scenario) -> None:
 )
 def test_no_request_outlives_the_total_timeout(mesh_scenario: Scenario, service: str, total: float) -> None:
     """README "Timeout Best Practices" table: no request to a service takes longer than its total timeout."""
-    mesh_scenario.policies.apply(platform(), time_scale=TIME_SCALE)
-    delay = 2 * total * TIME_SCALE
-    prediction = predict_latency(mesh_scenario.effective(service), DestinationFault("latency", rate=1.0, delay=delay))
-    mesh_scenario.explain(prediction.explain())
-    with mesh_scenario.chaos.latency(service, delay) as injected:
-        result = mesh_scenario.load.closed(service, concurrency=8, requests=8)
-        mesh_scenario.require_chaos(injected)
-    mesh_scenario.check_value(
-        f"claim: slowest request against the table's {total:g} s (scaled {total * TIME_SCALE:.2f} s)",
-        float(result.latencies.max()),
-        at_most=total * TIME_SCALE + TOLERANCE_S,
-        unit="s",
-        reasons=prediction.reasons,
-        detail=f"model ceiling {prediction.ceiling} s ({prediction.flags})",
-    )
+    mesh_scenario.apply(platform(), time_scale=TIME_SCALE)
+    mesh_scenario.inject(service, Fault.latency(2 * total * TIME_SCALE))
+    mesh_scenario.drive(service, ClosedLoop(concurrency=8, requests=8))
+    mesh_scenario.expect_latency(at_most=total * TIME_SCALE, slack=TOLERANCE_S)
+    mesh_scenario.expect_model_consistency()
 
 
 def test_readme_timeout_example_is_rejected_by_istio() -> None:
@@ -231,40 +197,12 @@ def test_order_circuit_breaker_ejects_an_instance_after_5_errors(mesh_scenario: 
     It holds, but not because of ``consecutiveErrors: 5``: istiod ignores that field since 1.7, and the
     ejection comes from Envoy's default of 5 consecutive 5xx, which happens to be the same number.
     """
-    scale = 0.1  # baseEjectionTime 30 s -> 3 s
-    mesh_scenario.policies.apply(platform(), time_scale=scale)
-    effective = mesh_scenario.effective("order-service")
-    fault = DestinationFault("error", rate=1.0, status=500, instances=1)
-    prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=60.0))
-    mesh_scenario.explain(prediction.explain())
-    with mesh_scenario.chaos.error("order-service", rate=1.0, status=500, instances=1) as injected:
-        result = mesh_scenario.load.open("order-service", rate=60.0, duration=2.0)
-        mesh_scenario.require_chaos(injected)
-    # The client never sees the failing instance (retryOn 5xx sends every retry elsewhere), so the count
-    # comes from the instance itself: everything it served while ejected for 3 s > the 2 s of load.
-    served = injected.proof()[0].served
-    mesh_scenario.check_value(
-        "claim: errors the failing instance served before it was ejected (README: 5)",
-        float(served),
-        expected=5.0,
-        reasons=prediction.reasons,
-        detail="counted at the instance: exact, the ejection lands as the fifth error is counted",
-    )
-    mesh_scenario.check_value(
-        "claim: successful requests (retries and ejection hide the failing instance)",
-        float(result.success_count),
-        expected=float(result.count),
-        reasons=prediction.reasons,
-    )
-    prom = mesh_scenario.prom()
-    mesh_scenario.check_value(
-        "envoy_cluster_outlier_detection_ejections_enforced_total",
-        mesh_scenario.cluster_increase(
-            "envoy_cluster_outlier_detection_ejections_enforced_total", "order-service", prom
-        ),
-        at_least=1.0,
-        reasons=prediction.reasons,
-    )
+    mesh_scenario.apply(platform(), time_scale=0.1)  # baseEjectionTime 30 s -> 3 s, longer than the load
+    mesh_scenario.inject("order-service", Fault.error(rate=1.0, status=500, instances=1))
+    mesh_scenario.drive("order-service", OpenLoop(rate=60.0, duration=2.0))
+    mesh_scenario.expect_every_request(status=200)  # retryOn 5xx and the ejection hide the failing instance
+    # Counted at the instance (the client never sees it): exact, the ejection lands as the fifth error counts.
+    mesh_scenario.expect_ejection(after_errors=5, instances=1)
 
 
 PAYMENT_CIRCUIT_BREAKER = """

@@ -127,7 +127,7 @@ def plan(scenario: Scenario, declared: Declarations) -> ScenarioPlan:
     Raises:
         MeshcheckError: Nothing to drive, or a check that cannot be planned.
     """
-    from pytest_meshcheck.expect import predict_latency, predict_overflow, predict_success
+    from pytest_meshcheck.expect import predict_ejection, predict_latency, predict_overflow, predict_success
 
     if declared.drive is None:
         raise MeshcheckError("declare the load with drive(service, ClosedLoop(...)) before verify()")
@@ -175,6 +175,11 @@ def plan(scenario: Scenario, declared: Declarations) -> ScenarioPlan:
         n = load.requests if load.requests is not None else sample_size(rates, floor=4 * load.concurrency)
     else:
         n = None
+    if faults and any(isinstance(e, EjectionExpectation) for e in declared.expectations):
+        # The reasons (thresholds, maxEjectionPercent, defaults) go into the report and failure messages.
+        scenario.explain(
+            predict_ejection(scenario.effective(service), faults[0], declared.drive.load.model()).explain()
+        )
     overflow = None
     if any(isinstance(e, OverflowExpectation) for e in declared.expectations):
         overflow = predict_overflow(scenario.effective(service), declared.drive.load.model())
