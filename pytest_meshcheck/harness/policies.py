@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_meshcheck.errors import MeshcheckWarning
+from pytest_meshcheck.errors import MeshcheckWarning, PolicyError
 from pytest_meshcheck.policy import PolicySet, check_policies_fit, load_policies, load_policy_text
 from pytest_meshcheck.policy.model import PolicyWarning
 from pytest_meshcheck.policy.scale import scale_durations
@@ -23,7 +24,31 @@ def as_policy_set(policies: PolicySet | str | Path, *, source: str = "<inline YA
         "\n" not in policies and not policies.lstrip().startswith(("apiVersion", "kind"))
     ):
         return load_policies(policies)
-    return load_policy_text(policies, source=source)
+    return _load_documents(policies, source)
+
+
+_SEPARATOR = re.compile(r"(?m)^---[ \t]*$")
+
+
+def _load_documents(text: str, source: str) -> PolicySet:
+    """Load inline YAML document by document, so line numbers count from each document's start.
+
+    Inline YAML is usually built in Python from one constant per object (``SUBSETS + "---" + CANARY``):
+    a line number that runs on across the joined text points nowhere in the user's source, one counted
+    within the document points at the constant's own line.
+    """
+    documents = [d for d in _SEPARATOR.split(text) if d.strip()]
+    if len(documents) < 2:
+        return load_policy_text(text, source=source)
+    result, issues = PolicySet(), []
+    for index, document in enumerate(documents, start=1):
+        try:
+            result = result.merged(load_policy_text(document, source=f"{source}, document {index}"))
+        except PolicyError as exc:
+            issues += exc.issues
+    if issues:
+        raise PolicyError(issues)
+    return result
 
 
 class MeshPolicies:
