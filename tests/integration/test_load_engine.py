@@ -184,8 +184,9 @@ def test_slow_response_is_a_client_timeout(envoy: EnvoyProcess, upstream: Upstre
     assert result.count >= 2
     assert result.error_histogram() == {"timeout": result.count}
     assert result.status_histogram() == {0: result.count}
-    # Detected by a 20 ms sweep; 0.15 s more bounds scheduling noise.
-    assert np.all((result.latencies >= 0.2) & (result.latencies < 0.35))
+    # Functional, not a timing figure: the 0.2 s timeout ended each request long before the 2 s delay
+    # would have (how close to 0.2 s it fires is bench material).
+    assert np.all((result.latencies >= 0.2) & (result.latencies < 1.0))
 
 
 def test_connection_refused_is_status_0_connect() -> None:
