@@ -73,6 +73,9 @@ class ScenarioTracker:
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``--mesh-*`` options and ``mesh_*`` ini keys."""
     _settings.add_options(parser)
+    from pytest_meshcheck.lint.options import add_lint_options
+
+    add_lint_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -117,8 +120,15 @@ def pytest_configure_node(node: Any) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Collect ``*.meshcheck.yaml`` claims files (see ``docs/reference/claims.md``).
 
-    The claims code is imported only when such a file is found, so unrelated runs stay light.
+    The claims code is imported only when such a file is found, so unrelated runs stay light. With
+    ``--mesh-lint`` every policy file is also a test item that fails on lint findings.
     """
+    if parent.config.getoption("mesh_lint", False):
+        from pytest_meshcheck.lint.pytest_items import collect_lint_file
+
+        lint_file = collect_lint_file(file_path, parent)
+        if lint_file is not None:
+            return lint_file
     if not file_path.name.endswith((".meshcheck.yaml", ".meshcheck.yml")):
         return None
     from pytest_meshcheck.claims.collect import pytest_collect_file as collect_claims

@@ -15,8 +15,16 @@ import pytest
 
 HEAVY = ("kubernetes", "jinja2", "aiohttp", "scipy", "numpy", "pygal", "prometheus_api_client", "httpx")
 # The only modules of ours an unrelated run may load: the entry point and the option table it reads.
-# hooks: the hookspecs other plugins implement must be registered at start-up (it imports only pytest).
-GLUE = {"pytest_meshcheck", "pytest_meshcheck.hooks", "pytest_meshcheck.plugin", "pytest_meshcheck.settings"}
+# hooks: the hookspecs other plugins implement must be registered at start-up (it imports only pytest);
+# lint.options: the --mesh-lint options (likewise).
+GLUE = {
+    "pytest_meshcheck",
+    "pytest_meshcheck.hooks",
+    "pytest_meshcheck.lint",
+    "pytest_meshcheck.lint.options",
+    "pytest_meshcheck.plugin",
+    "pytest_meshcheck.settings",
+}
 
 WATCH = r"""
 import json, os, sys, tempfile

@@ -1,0 +1,472 @@
+"""Platform README circuit-breaker claims that ``test_platform_policies.py`` does not cover yet (issue #13).
+
+* "After 30s, instance added back (half-open state) / If still failing -> eject again" (README lines
+  291-292, 299): a replica that keeps failing is ejected again, for 2 x baseEjectionTime, not 1 x. The
+  re-ejection reaches the load balancer up to 1 s late (Envoy's ``update_merge_window``), so it is timed
+  from the failure that triggered it, not from the pause the client sees (see :class:`EjectionTimeline`).
+* "Need at least 2 instances for circuit breaker to work" (README line 710): with one instance and the
+  README's ``maxEjectionPercent: 50`` nothing is ever ejected; with 100 the single instance is.
+
+A README claim that cannot hold under Envoy's real semantics is a strict expected failure
+(``raises=ScenarioFailed``, so only the claim failing counts) next to a corrected claim that holds.
+Claim checks carry the numbers the claim states; the expectation model's own numbers
+(``predict_ejection``) are checked last, so a weakened policy fails on a claim about the mesh.
+Every timing check states its tolerance. ``docs/readme-claims.md`` maps every README claim to a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from pytest_meshcheck.expect import DestinationFault, EjectionPrediction, Load, predict_ejection
+from pytest_meshcheck.expect.ejection import MERGE_WINDOW
+from pytest_meshcheck.harness.scenario import Scenario, ScenarioFailed
+from pytest_meshcheck.load import LoadResult
+
+# Slack on timing bounds: the load generator's clock reads response times, not Envoy's event times,
+# and two shared cores add scheduling noise (test_outlier_detection.py uses the same margin).
+TIMING_TOLERANCE = 0.25
+RATE = 60.0  # requests per second, open loop: about 20/s per replica of three
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def served_by(result: LoadResult, instance: str) -> tuple[np.ndarray, np.ndarray]:
+    """Wall times and statuses of the responses ``instance`` sent, in time order."""
+    rec = result.records
+    n = result.count
+    if instance not in rec.instances:
+        return np.empty(0), np.empty(0)
+    mask = np.asarray(rec.instance[:n]) == rec.instances.index(instance)
+    times = result.started_wall + np.asarray(rec.done[:n])[mask]
+    order = np.argsort(times)
+    return times[order], np.asarray(rec.status[:n])[mask][order]
+
+
+# ---------------------------------------------------------------------------------------------- half-open
+
+HALF_OPEN_SERVICE = "payment-service"
+# The README's 30 s baseEjectionTime scaled to 1 s. Its interval (also 30 s) is shortened to half the base:
+# un-ejection waits for the next sweep, so an ejection lasts n x base plus up to one interval, and with an
+# interval equal to the base a 1 x ejection ([1, 2] s) and a 2 x one ([2, 3] s) could not be told apart.
+# With 0.5 s they are [1, 1.5] s and [2, 2.5] s. consecutive5xxErrors 3 re-ejects a returned replica
+# within ~0.15 s at 20 requests/s, well inside one interval, so Envoy's multiplier does not decay between
+# the two ejections (it decays only while the host stays healthy through sweeps: ground truth §3, a2).
+BASE, INTERVAL, CONSECUTIVE = 1.0, 0.5, 3
+# A pause longer than this in a replica's answers is an ejection: at ~20 requests/s it otherwise answers
+# every ~50 ms, and the shortest ejection here lasts 1 s.
+EJECTION_PAUSE = 0.4
+
+
+def half_open_policy(base: str = "1s", consecutive: int = CONSECUTIVE) -> str:
+    """payment-service outlier detection: README's breaker scaled (base 1 s), one replica of three ejectable."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: payment-half-open, namespace: platform-core}}
+spec:
+  host: payment-service
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: {consecutive}
+      interval: 0.5s
+      baseEjectionTime: {base}
+      maxEjectionPercent: 50
+"""
+
+
+@dataclass(frozen=True)
+class EjectionTimeline:
+    """What the always-failing replica did, from the client's records.
+
+    Envoy's detector ejects a host as the ``CONSECUTIVE``-th consecutive failure is counted, but the load
+    balancer learns of a health change only when Envoy's ``update_merge_window`` (1 s, which istiod leaves
+    unset) allows: the first change after a quiet second lands at once, a change within 1 s of the previous
+    one waits for the window to close. An un-ejection comes at least ``baseEjectionTime`` (1 s) after the
+    ejection, so it lands at once, but the re-ejection that follows within ~0.15 s waits up to 1 s, during
+    which the replica still gets (and fails) its share of requests. An ejection therefore starts at the
+    ``CONSECUTIVE``-th failure after the replica's (re)start and ends at its first answer after a pause;
+    the pause the client sees is shorter by the merge delay.
+
+    Attributes:
+        prediction: The model's prediction for the policy in force.
+        responses: Responses the replica sent.
+        failures: Failures the replica answered before each pause (an ejection reaching the load balancer).
+        durations: Seconds from the ejecting failure to the replica's next answer, per ejection.
+        lb_delays: Seconds from the ejecting failure to the replica's last answer before the pause.
+        detail: A one-line summary for check messages.
+    """
+
+    prediction: EjectionPrediction
+    responses: int
+    failures: tuple[int, ...]
+    durations: tuple[float, ...]
+    lb_delays: tuple[float, ...]
+    detail: str
+
+    def failures_before(self, ejection: int) -> float:
+        """Failures the replica answered between its previous return (or the start) and pause ``ejection``."""
+        if len(self.failures) > ejection:
+            return float(self.failures[ejection])
+        return float(self.responses) if ejection == 0 else 0.0
+
+    def duration(self, ejection: int) -> float:
+        """Duration of ejection ``ejection`` (0-based), or 0 when the client did not see it end."""
+        return self.durations[ejection] if len(self.durations) > ejection else 0.0
+
+
+def run_still_failing(mesh_scenario: Scenario, policy: str) -> EjectionTimeline:
+    """Apply ``policy``, make one payment replica answer 503 to everything, drive 5.5 s of open load."""
+    mesh_scenario.policies.apply(policy)
+    effective = mesh_scenario.effective(HALF_OPEN_SERVICE)
+    fault = DestinationFault("error", rate=1.0, status=503, instances=1)
+    prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=RATE))
+    mesh_scenario.explain(prediction.explain())
+    # 5.5 s covers the worst case of two ejections and returns: 0.15 + 1.5 + 0.15 + 2.5 = 4.3 s, plus slack.
+    with mesh_scenario.chaos.error(HALF_OPEN_SERVICE, rate=1.0, status=503, instances=1) as injected:
+        result = mesh_scenario.load.open(HALF_OPEN_SERVICE, rate=RATE, duration=5.5)
+        mesh_scenario.require_chaos(injected)
+    times, statuses = served_by(result, injected.instances[0])
+    # The client must see the fault: Istio 1.30's default retry policy does not retry 503.
+    assert len(statuses) == 0 or int(statuses[0]) == 503, statuses[:5]
+    pauses = np.flatnonzero(np.diff(times) > EJECTION_PAUSE)
+    failures: list[int] = []
+    durations: list[float] = []
+    delays: list[float] = []
+    start = 0  # index of the first answer since the start or the last return
+    for last in pauses:
+        failures.append(int(last) + 1 - start)
+        ejecting = start + CONSECUTIVE - 1  # the failure that made the detector eject
+        if ejecting <= last:
+            durations.append(float(times[last + 1] - times[ejecting]))
+            delays.append(float(times[last] - times[ejecting]))
+        start = int(last) + 1
+    detail = (
+        f"{len(times)} answers from {injected.instances[0]}; failures before each pause {failures}; "
+        f"ejections (ejecting failure -> next answer) {[round(d, 3) for d in durations]} s; "
+        f"load-balancer delay after the ejecting failure {[round(d, 3) for d in delays]} s"
+    )
+    return EjectionTimeline(prediction, len(times), tuple(failures), tuple(durations), tuple(delays), detail)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ScenarioFailed,
+    reason="README 'How It Works' steps 6-7 imply the replica is ejected again for the same 30 s, but Envoy "
+    "ejects a host for baseEjectionTime x (consecutive ejections): the second ejection lasts 2 x base",
+)
+def test_still_failing_replica_is_ejected_again_for_the_same_time_as_written(mesh_scenario: Scenario) -> None:
+    """README lines 289-292: ejected for 30 s, added back, "if still failing -> eject again" for 30 s again.
+
+    Scaled: baseEjectionTime 1 s, so the claim is a second ejection of 1 s plus up to one 0.5 s interval.
+    """
+    timeline = run_still_failing(mesh_scenario, half_open_policy())
+    mesh_scenario.check_value(
+        "claim: failures before the first ejection",
+        timeline.failures_before(0),
+        expected=float(CONSECUTIVE),
+        reasons=timeline.prediction.reasons,
+        detail=timeline.detail,
+    )
+    mesh_scenario.check_value(
+        "claim: second ejection lasts one baseEjectionTime, like the first (s)",
+        timeline.duration(1),
+        at_least=BASE - TIMING_TOLERANCE,
+        at_most=BASE + INTERVAL + TIMING_TOLERANCE,
+        unit="s",
+        reasons=timeline.prediction.reasons,
+        detail=f"1 x base plus up to one interval: [{BASE}, {BASE + INTERVAL}] s ± {TIMING_TOLERANCE} s; "
+        + timeline.detail,
+    )
+
+
+def test_still_failing_replica_is_ejected_again_for_twice_as_long(mesh_scenario: Scenario) -> None:
+    """README lines 289-292, 299 corrected: the re-ejection of a still-failing replica lasts 2 x baseEjectionTime.
+
+    There is no half-open probe either: the returned replica gets its full share of traffic again, the
+    detector re-ejects it after the same 3 consecutive failures (not after one trial request), and it keeps
+    receiving traffic until the load balancer learns of the re-ejection (up to 1 s later).
+    """
+    timeline = run_still_failing(mesh_scenario, half_open_policy())
+    reasons = timeline.prediction.reasons
+    # Exact: the first ejection reaches the load balancer at once, as the third error is counted; at 60/s
+    # open loop no other request is in flight to that replica at that moment.
+    mesh_scenario.check_value(
+        "claim: failures before the first ejection",
+        timeline.failures_before(0),
+        expected=float(CONSECUTIVE),
+        reasons=reasons,
+        detail=timeline.detail,
+    )
+    mesh_scenario.check_value(
+        "claim: second ejection of the still-failing replica (s)",
+        timeline.duration(1),
+        at_least=2 * BASE - TIMING_TOLERANCE,
+        at_most=2 * BASE + INTERVAL + TIMING_TOLERANCE,
+        unit="s",
+        reasons=reasons,
+        detail=f"2 x base plus up to one interval: [{2 * BASE}, {2 * BASE + INTERVAL}] s ± {TIMING_TOLERANCE} s, "
+        f"from the {CONSECUTIVE}rd failure after its return to its next answer; " + timeline.detail,
+    )
+    mesh_scenario.check_value(
+        "claim: failures after its return before the second ejection (no half-open probe)",
+        timeline.failures_before(1),
+        at_least=float(CONSECUTIVE),
+        reasons=reasons,
+        detail="a half-open breaker would re-open after one trial request; Envoy needs the full threshold "
+        "again, and the load balancer keeps sending until the 1 s update_merge_window delivers the ejection",
+    )
+    mesh_scenario.check_value(
+        "claim: first ejection (s)",
+        timeline.duration(0),
+        at_least=BASE - TIMING_TOLERANCE,
+        at_most=BASE + INTERVAL + TIMING_TOLERANCE,
+        unit="s",
+        reasons=reasons,
+        detail=f"1 x base plus up to one interval: [{BASE}, {BASE + INTERVAL}] s ± {TIMING_TOLERANCE} s",
+    )
+    # Evidence for reading the second ejection from its ejecting failure: traffic stopped within one merge window.
+    mesh_scenario.check_value(
+        "load-balancer delay of the second ejection (s)",
+        timeline.lb_delays[1] if len(timeline.lb_delays) > 1 else 99.0,
+        at_most=MERGE_WINDOW + TIMING_TOLERANCE,
+        unit="s",
+        detail=f"update_merge_window {MERGE_WINDOW:g} s ± {TIMING_TOLERANCE} s",
+    )
+    prom = mesh_scenario.prom()
+    enforced = mesh_scenario.cluster_increase(
+        "envoy_cluster_outlier_detection_ejections_enforced_total", HALF_OPEN_SERVICE, prom
+    )
+    mesh_scenario.check_value(
+        "envoy_cluster_outlier_detection_ejections_enforced_total", enforced, at_least=2.0, reasons=reasons
+    )
+    # The model's numbers come last: a weaker policy must fail on a claim about the mesh, not on these.
+    durations = timeline.prediction.ejection_durations
+    for n, name in ((0, "first"), (1, "second")):
+        low, high = durations[n] if len(durations) > n else (0.0, 0.0)
+        mesh_scenario.check_value(
+            f"model: {name} ejection duration (s)",
+            timeline.duration(n),
+            at_least=low - TIMING_TOLERANCE,
+            at_most=high + TIMING_TOLERANCE,
+            unit="s",
+            reasons=reasons,
+            detail=f"predict_ejection: [{low:g}, {high:g}] s ± {TIMING_TOLERANCE} s",
+        )
+
+
+# ---------------------------------------------------------------------------------------------- one instance
+
+ONE_HOST_SERVICE = "order-service"
+ONE_HOST_RATE = 40.0  # requests per second, open loop, all to the single v2 instance
+ONE_HOST_LOAD = 2.0  # seconds; shorter than baseEjectionTime (5 s), so an ejected instance never returns
+
+
+def one_host_policy(max_ejection_percent: int, consecutive: int = CONSECUTIVE) -> str:
+    """Every order-service request goes to subset v2 (one instance), whose subset policy has outlier detection.
+
+    ``retries: {attempts: 0}`` so each request is one attempt and the instance's count is the client's.
+    ``minHealthPercent`` is left out: Istio's default 0 (panic mode off), so an ejected instance gets nothing.
+    """
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: order-one-host, namespace: platform-core}}
+spec:
+  host: order-service
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+  - name: v2
+    labels: {{version: v2}}
+    trafficPolicy:
+      outlierDetection:
+        consecutive5xxErrors: {consecutive}
+        interval: 0.5s
+        baseEjectionTime: 5s
+        maxEjectionPercent: {max_ejection_percent}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: order-one-host, namespace: platform-core}}
+spec:
+  hosts: [order-service]
+  http:
+  - route:
+    - destination: {{host: order-service, subset: v2}}
+    retries: {{attempts: 0}}
+"""
+
+
+@dataclass(frozen=True)
+class OneHostRun:
+    """One run against the one-instance cluster.
+
+    Attributes:
+        prediction: The model's prediction for the policy in force.
+        sent: Requests the client sent.
+        served: Requests the instance received (counted at the instance).
+        longest_pause: Longest time the instance answered nothing, from the load's start to its end (s).
+        flags: Response flags of the caller's sidecar for order-service, ``None`` when unavailable.
+        detail: A one-line summary for check messages.
+    """
+
+    prediction: EjectionPrediction
+    sent: int
+    served: int
+    longest_pause: float
+    flags: dict[str, int] | None
+    detail: str
+
+
+def run_one_host(mesh_scenario: Scenario, policy: str) -> OneHostRun:
+    """Apply ``policy``; the single v2 instance answers 503 to everything under 2 s of open load."""
+    mesh_scenario.policies.apply(policy)
+    effective = mesh_scenario.effective(ONE_HOST_SERVICE)
+    fault = DestinationFault("error", rate=1.0, status=503)
+    prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=ONE_HOST_RATE))
+    mesh_scenario.explain(prediction.explain())
+    with mesh_scenario.chaos.error(ONE_HOST_SERVICE, rate=1.0, status=503, version="v2") as injected:
+        result = mesh_scenario.load.open(ONE_HOST_SERVICE, rate=ONE_HOST_RATE, duration=ONE_HOST_LOAD)
+        mesh_scenario.require_chaos(injected)
+        served = sum(p.served for p in injected.proof())
+    times, _ = served_by(result, injected.instances[0])
+    # Pauses include the edges: an instance ejected for good answers nothing until the load ends.
+    end = result.started_wall + result.elapsed
+    edges = np.concatenate(([result.started_wall], times, [end]))
+    longest = float(np.diff(edges).max())
+    flags = mesh_scenario.mesh_response_flags(ONE_HOST_SERVICE)
+    detail = (
+        f"{result.count} requests sent, {served} reached {injected.instances[0]}, longest pause {longest:.3f} s; "
+        f"statuses {result.status_histogram()}; sidecar response flags {flags}"
+    )
+    return OneHostRun(prediction, result.count, served, longest, flags, detail)
+
+
+def check_never_ejected(mesh_scenario: Scenario, run: OneHostRun) -> None:
+    """The single instance stays in rotation: it receives every request and never pauses."""
+    mesh_scenario.check_value(
+        "claim: requests that reached the only instance (all: it is never ejected)",
+        float(run.served),
+        expected=float(run.sent),
+        reasons=run.prediction.reasons,
+        detail=run.detail,
+    )
+    mesh_scenario.check_value(
+        "claim: longest pause of the only instance (s)",
+        run.longest_pause,
+        at_most=0.5,
+        unit="s",
+        reasons=run.prediction.reasons,
+        detail="at 40 requests/s it answers every ~25 ms; an ejection would silence it for 5 s (baseEjectionTime)",
+    )
+    prom = mesh_scenario.prom()
+    enforced = mesh_scenario.cluster_increase(
+        "envoy_cluster_outlier_detection_ejections_enforced_total", ONE_HOST_SERVICE, prom
+    )
+    mesh_scenario.check_value(
+        "claim: envoy_cluster_outlier_detection_ejections_enforced_total",
+        enforced,
+        expected=0.0,
+        reasons=run.prediction.reasons,
+    )
+    overflow = mesh_scenario.cluster_increase(
+        "envoy_cluster_outlier_detection_ejections_overflow", ONE_HOST_SERVICE, prom
+    )
+    mesh_scenario.check_value(
+        "envoy_cluster_outlier_detection_ejections_overflow (ejections refused by maxEjectionPercent)",
+        overflow,
+        at_least=1.0,
+        reasons=run.prediction.reasons,
+    )
+
+
+def test_one_instance_is_never_ejected_at_max_ejection_percent_50(mesh_scenario: Scenario) -> None:
+    """README line 710, "Need at least 2 instances for circuit breaker to work", under its own maxEjectionPercent 50.
+
+    What the line means exactly: with circuit-breaker.yaml's ``maxEjectionPercent: 50``, Envoy ejects a host
+    only if (ejected + 1) / hosts x 100 <= 50, which first holds with 2 hosts. A one-instance cluster (here
+    order-service subset v2) is never ejected however often it fails; each detection only bumps
+    ``ejections_overflow``. In that sense the claim holds.
+    """
+    run = run_one_host(mesh_scenario, one_host_policy(50))
+    check_never_ejected(mesh_scenario, run)
+    mesh_scenario.check_value("model: instances in the cluster", float(run.prediction.hosts), expected=1.0)
+    mesh_scenario.check_value(
+        "model: instances Envoy may eject (max_ejectable)",
+        float(run.prediction.max_ejected),
+        expected=0.0,
+        reasons=run.prediction.reasons,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ScenarioFailed,
+    reason="read literally ('with one instance the circuit breaker cannot work'), the README line is false: "
+    "maxEjectionPercent: 100 lets Envoy eject the only instance, after exactly consecutive5xxErrors failures",
+)
+def test_one_instance_cannot_be_ejected_whatever_the_policy_as_written(mesh_scenario: Scenario) -> None:
+    """README line 710 read as a general rule: a one-instance service can have no working circuit breaker.
+
+    Checked with ``maxEjectionPercent: 100``, the one setting that lets a single host go: the same checks
+    as the maxEjectionPercent 50 scenario.
+    """
+    check_never_ejected(mesh_scenario, run_one_host(mesh_scenario, one_host_policy(100)))
+
+
+def test_one_instance_is_ejected_at_max_ejection_percent_100(mesh_scenario: Scenario) -> None:
+    """README line 710 corrected: one instance is ejected when maxEjectionPercent is 100, and requests fail fast.
+
+    With Istio's default ``minHealthPercent: 0`` the caller's sidecar then answers ``503 UH`` (no healthy
+    upstream) itself: nothing reaches the failing instance until baseEjectionTime (5 s) has passed. With the
+    README's ``minHealthPercent: 50`` Envoy would enter panic mode instead and keep sending it traffic.
+    """
+    run = run_one_host(mesh_scenario, one_host_policy(100))
+    reasons = run.prediction.reasons
+    # Exact, counted at the instance: the ejection lands as the third error is counted, and the 5 s ejection
+    # outlasts the 2 s load, so the instance serves nothing else.
+    mesh_scenario.check_value(
+        "claim: failures the only instance served before its ejection (then nothing)",
+        float(run.served),
+        expected=float(CONSECUTIVE),
+        reasons=reasons,
+        detail=run.detail,
+    )
+    if run.flags is not None:
+        mesh_scenario.check_value(
+            "claim: requests the caller's sidecar answered 503 UH (no healthy upstream) itself",
+            float(run.flags.get("UH", 0)),
+            expected=float(run.sent - run.served),
+            reasons=reasons,
+            detail=run.detail,
+        )
+    prom = mesh_scenario.prom()
+    enforced = mesh_scenario.cluster_increase(
+        "envoy_cluster_outlier_detection_ejections_enforced_total", ONE_HOST_SERVICE, prom
+    )
+    mesh_scenario.check_value(
+        "envoy_cluster_outlier_detection_ejections_enforced_total", enforced, expected=1.0, reasons=reasons
+    )
+    mesh_scenario.check_value("model: instances in the cluster", float(run.prediction.hosts), expected=1.0)
+    mesh_scenario.check_value(
+        "model: instances Envoy may eject (max_ejectable)",
+        float(run.prediction.max_ejected),
+        expected=1.0,
+        reasons=reasons,
+    )
+    mesh_scenario.check_value(
+        "model: consecutive failures that eject",
+        float(run.prediction.failures_to_eject or 0),
+        expected=float(CONSECUTIVE),
+        reasons=reasons,
+    )
+    mesh_scenario.check_value(
+        "model: no healthy upstream once ejected (503 UH)",
+        float(run.prediction.no_healthy_upstream),
+        expected=1.0,
+        reasons=reasons,
+    )
