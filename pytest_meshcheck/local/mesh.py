@@ -21,6 +21,7 @@ import os
 import selectors
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -155,9 +156,10 @@ class LocalMesh:
         # A policy that does not fit the topology (a subset no version matches) fails before any process starts.
         check_policies_fit(self.policies, self.topology)
         self.leftovers_removed = sweep_leftovers(self._log)
-        work_dir = new_work_dir()
-        self.group = ProcessGroup("local mesh", work_dir, keep=self.keep)
         try:
+            # Inside the try: a Ctrl-C right after the directory is made must still remove it.
+            work_dir = new_work_dir()
+            self.group = ProcessGroup("local mesh", work_dir, keep=self.keep)
             if prom_bin is not None:
                 self.prometheus = PrometheusServer(self.group, binary=prom_bin)
                 self.prometheus.start()
@@ -166,6 +168,10 @@ class LocalMesh:
             if self.prometheus is not None:
                 self.prometheus.set_targets(self._scrape_targets())
                 self.prometheus.wait_ready()
+            if self.gateway_port is not None:
+                # The gateway's routes get their cluster last: until every part of the mesh is ready the
+                # ingress answers 503, so a script that waits for a 200 from it finds everything up.
+                self._push()
         except BaseException:
             # KeyboardInterrupt included: nothing may outlive a failed start.
             self.stop()
@@ -345,8 +351,6 @@ class LocalMesh:
         self.admin = EnvoyAdmin(address)
         self.admin.wait_converged(version, rejected_before=0, log_path=self.envoy.log_path)
         self.ports = self.admin.listener_ports()
-        if self.gateway_port is not None:
-            self._push()
 
     def _wait_envoy_ready(self, admin_path: Path, timeout: float) -> str:
         assert self.envoy is not None
@@ -517,11 +521,17 @@ class LocalMesh:
             targets[inst.name] = (inst.admin_url.removeprefix("http://"), {"__metrics_path__": "/metrics"})
         return targets
 
-    def wait_for_metrics(self, timeout: float = 15.0) -> float:
-        """Wait until Prometheus has scraped Envoy and every workload once; return the seconds waited."""
+    def wait_for_metrics(self, timeout: float = 15.0, *, cancel: threading.Event | None = None) -> float:
+        """Wait until Prometheus has scraped Envoy and every workload once; return the seconds waited.
+
+        Args:
+            timeout: Seconds to wait at most.
+            cancel: Set from another thread to stop waiting within 0.1 s (see
+                :meth:`PrometheusServer.wait_scraped`).
+        """
         if self.prometheus is None:
             raise MeshSetupError("this mesh runs without Prometheus; pass prometheus=True")
-        return self.prometheus.wait_scraped(list(self._scrape_targets()), timeout=timeout)
+        return self.prometheus.wait_scraped(list(self._scrape_targets()), timeout=timeout, cancel=cancel)
 
     # ----------------------------------------------------------------- MeshBackend
 

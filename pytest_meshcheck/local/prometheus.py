@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -154,23 +155,39 @@ class PrometheusServer:
                 time.sleep(0.01)
         raise MeshTimeoutError(f"Prometheus at {self.url} was not ready after {timeout}s")
 
-    def wait_scraped(self, names: Sequence[str], timeout: float = 15.0) -> float:
+    def wait_scraped(
+        self, names: Sequence[str], timeout: float = 15.0, *, cancel: threading.Event | None = None
+    ) -> float:
         """Wait until every named target has been scraped successfully at least once (``up == 1``).
+
+        Args:
+            names: Target names (the ``meshcheck_target`` label).
+            timeout: Seconds to wait at most.
+            cancel: When set (from another thread), stop waiting within 0.1 s: a caller shutting down
+                must not wait for the first scrape, which comes ~5.5 s after start.
 
         Returns:
             Seconds waited.
+
+        Raises:
+            MeshTimeoutError: A target was not scraped within ``timeout``, or ``cancel`` was set first.
         """
         start = time.monotonic()
         missing: set[str] = set(names)
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() - start < timeout:
+                if cancel is not None and cancel.is_set():
+                    raise MeshTimeoutError(f"stopped waiting for Prometheus at {self.url} to scrape {sorted(missing)}")
                 with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
                     data = client.get(self.url + "/api/v1/query", params={"query": "up == 1"}).json()
                     seen = {r["metric"].get("meshcheck_target") for r in data["data"]["result"]}
                     missing = set(names) - seen
                     if not missing:
                         return time.monotonic() - start
-                time.sleep(0.1)
+                if cancel is not None:
+                    cancel.wait(0.1)
+                else:
+                    time.sleep(0.1)
         raise MeshTimeoutError(
             f"Prometheus at {self.url} had not scraped {sorted(missing)} after {timeout}s; "
             f"see targets at {self.url}/targets"
