@@ -12,7 +12,6 @@ import numpy as np
 
 from pytest_meshcheck.expect import DestinationFault, Load, predict_ejection
 from pytest_meshcheck.harness.scenario import Scenario
-from pytest_meshcheck.load import LoadResult
 
 SERVICE = "payment-service"
 RATE = 60.0  # requests per second, open loop
@@ -37,18 +36,6 @@ spec:
 """
 
 
-def served_by(result: LoadResult, instance: str) -> tuple[np.ndarray, np.ndarray]:
-    """Wall times and statuses of the responses ``instance`` sent, in time order."""
-    rec = result.records
-    n = result.count
-    if instance not in rec.instances:
-        return np.empty(0), np.empty(0)
-    mask = np.asarray(rec.instance[:n]) == rec.instances.index(instance)
-    times = result.started_wall + np.asarray(rec.done[:n])[mask]
-    order = np.argsort(times)
-    return times[order], np.asarray(rec.status[:n])[mask][order]
-
-
 def test_failing_replica_is_ejected_then_returns(mesh_scenario: Scenario) -> None:
     """A replica that always fails is ejected after 3 consecutive 5xx and returns after baseEjectionTime (2 s)."""
     claimed_failures, base, interval = 3, 2.0, 0.5
@@ -60,7 +47,7 @@ def test_failing_replica_is_ejected_then_returns(mesh_scenario: Scenario) -> Non
     with mesh_scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
         result = mesh_scenario.load.open(SERVICE, rate=RATE, duration=4.0)
         mesh_scenario.require_chaos(injected)
-    times, statuses = served_by(result, injected.instances[0])
+    times, statuses = result.responses_from(injected.instances[0])
     gaps = np.diff(times)
     first_gap = int(np.argmax(gaps > 1.0)) if (gaps > 1.0).any() else len(times) - 1
     # Exact: consecutive 5xx ejections land as the third error is counted, and an open loop at 60/s has
@@ -135,7 +122,7 @@ def test_default_max_ejection_percent_ejects_nothing_with_three_replicas(mesh_sc
     with mesh_scenario.chaos.error(SERVICE, rate=1.0, status=503, instances=1) as injected:
         result = mesh_scenario.load.open(SERVICE, rate=RATE, duration=3.0)
         mesh_scenario.require_chaos(injected)
-    times, _ = served_by(result, injected.instances[0])
+    times, _ = result.responses_from(injected.instances[0])
     mesh_scenario.check_value(
         "claim: longest pause of the failing replica (s)",
         float(np.diff(times).max()) if len(times) > 1 else 99.0,

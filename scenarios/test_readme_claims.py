@@ -24,7 +24,6 @@ import pytest
 from pytest_meshcheck.expect import DestinationFault, EjectionPrediction, Load, predict_ejection
 from pytest_meshcheck.expect.ejection import MERGE_WINDOW
 from pytest_meshcheck.harness.scenario import Scenario, ScenarioFailed
-from pytest_meshcheck.load import LoadResult
 
 # Slack on timing bounds: the load generator's clock reads response times, not Envoy's event times,
 # and two shared cores add scheduling noise (test_outlier_detection.py uses the same margin).
@@ -32,18 +31,6 @@ TIMING_TOLERANCE = 0.25
 RATE = 60.0  # requests per second, open loop: about 20/s per replica of three
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def served_by(result: LoadResult, instance: str) -> tuple[np.ndarray, np.ndarray]:
-    """Wall times and statuses of the responses ``instance`` sent, in time order."""
-    rec = result.records
-    n = result.count
-    if instance not in rec.instances:
-        return np.empty(0), np.empty(0)
-    mask = np.asarray(rec.instance[:n]) == rec.instances.index(instance)
-    times = result.started_wall + np.asarray(rec.done[:n])[mask]
-    order = np.argsort(times)
-    return times[order], np.asarray(rec.status[:n])[mask][order]
 
 
 # ---------------------------------------------------------------------------------------------- half-open
@@ -129,7 +116,7 @@ def run_still_failing(mesh_scenario: Scenario, policy: str) -> EjectionTimeline:
     with mesh_scenario.chaos.error(HALF_OPEN_SERVICE, rate=1.0, status=503, instances=1) as injected:
         result = mesh_scenario.load.open(HALF_OPEN_SERVICE, rate=RATE, duration=5.5)
         mesh_scenario.require_chaos(injected)
-    times, statuses = served_by(result, injected.instances[0])
+    times, statuses = result.responses_from(injected.instances[0])
     # The client must see the fault: Istio 1.30's default retry policy does not retry 503.
     assert len(statuses) == 0 or int(statuses[0]) == 503, statuses[:5]
     pauses = np.flatnonzero(np.diff(times) > EJECTION_PAUSE)
@@ -333,7 +320,7 @@ def run_one_host(mesh_scenario: Scenario, policy: str) -> OneHostRun:
         result = mesh_scenario.load.open(ONE_HOST_SERVICE, rate=ONE_HOST_RATE, duration=ONE_HOST_LOAD)
         mesh_scenario.require_chaos(injected)
         served = sum(p.served for p in injected.proof())
-    times, _ = served_by(result, injected.instances[0])
+    times, _ = result.responses_from(injected.instances[0])
     # Pauses include the edges: an instance ejected for good answers nothing until the load ends.
     end = result.started_wall + result.elapsed
     edges = np.concatenate(([result.started_wall], times, [end]))

@@ -8,6 +8,7 @@ recorded before the first failure is raised. Nothing is retried.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -133,20 +134,22 @@ def plan(scenario: Scenario, declared: Declarations) -> ScenarioPlan:
         raise MeshcheckError("declare the load with drive(service, ClosedLoop(...)) before verify()")
     service = declared.drive.service
     faults = [f.model() for s, f in declared.faults if s == service]
+    # Resolved once, and only when a prediction needs it: a split route (a canary) has no single policy.
+    effective = functools.cache(lambda: scenario.effective(service))
     needs_model = bool(faults) or any(
         isinstance(e, RateExpectation) and (e.measure == "success" or e.measure.startswith("status:"))
         for e in declared.expectations
     )
     prediction = None
     if needs_model:
-        prediction = predict_success(scenario.effective(service), faults, declared.drive.load.model())
+        prediction = predict_success(effective(), faults, declared.drive.load.model())
         scenario.explain(prediction.explain())
     settings = scenario.settings
     delta_scale = scenario.delta_scale
     latency = None
     slow = [f for f in faults if f.kind == "latency"]
     if slow:
-        latency = predict_latency(scenario.effective(service), slow[0])
+        latency = predict_latency(effective(), slow[0])
         scenario.explain(latency.explain())
     # A delay that a timeout cuts ends every request exactly as the latency model says (status, tries,
     # time): those exact model checks replace the success-ratio model check, which they imply.
@@ -177,12 +180,10 @@ def plan(scenario: Scenario, declared: Declarations) -> ScenarioPlan:
         n = None
     if faults and any(isinstance(e, EjectionExpectation) for e in declared.expectations):
         # The reasons (thresholds, maxEjectionPercent, defaults) go into the report and failure messages.
-        scenario.explain(
-            predict_ejection(scenario.effective(service), faults[0], declared.drive.load.model()).explain()
-        )
+        scenario.explain(predict_ejection(effective(), faults[0], declared.drive.load.model()).explain())
     overflow = None
     if any(isinstance(e, OverflowExpectation) for e in declared.expectations):
-        overflow = predict_overflow(scenario.effective(service), declared.drive.load.model())
+        overflow = predict_overflow(effective(), declared.drive.load.model())
         scenario.explain(overflow.explain())
     return ScenarioPlan(service, prediction, tuple(rates), n, latency, overflow)
 

@@ -15,7 +15,7 @@ from pytest_meshcheck.lint.finding import Finding, Severity
 from pytest_meshcheck.lint.hosts import check_hosts
 from pytest_meshcheck.lint.routes import check_routes
 from pytest_meshcheck.lint.rules import RULES
-from pytest_meshcheck.policy.loader import YAML_SUFFIXES, load_policies
+from pytest_meshcheck.policy.loader import load_policies, unique_files, yaml_files
 from pytest_meshcheck.policy.model import PolicySet
 from pytest_meshcheck.topology import Topology, load_topology
 
@@ -64,20 +64,12 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
         LintUsageError: A path does not exist.
     """
     out: list[Path] = []
-    seen: set[Path] = set()
     for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
-        elif path.exists():
-            found = [path]
-        else:
+        found = yaml_files(Path(given))
+        if found is None:
             raise LintUsageError(f"{given}: no such file or directory")
-        for file in found:
-            if file.resolve() not in seen:
-                seen.add(file.resolve())
-                out.append(file)
-    return out
+        out += found
+    return unique_files(out)
 
 
 def _load(files: list[Path]) -> tuple[PolicySet, list[Finding]]:

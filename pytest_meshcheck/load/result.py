@@ -119,6 +119,16 @@ class LoadResult:
         """Seconds from the start to the last completion."""
         return float(self.records.done[: self.count].max()) if self.count else 0.0
 
+    def responses_from(self, instance: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.integer]]:
+        """Wall times and statuses of the responses ``instance`` sent, in time order (for ejection timelines)."""
+        n = self.count
+        if instance not in self.records.instances:
+            return np.empty(0), np.empty(0, dtype=np.int64)
+        mask = np.asarray(self.records.instance[:n]) == self.records.instances.index(instance)
+        times = self.started_wall + np.asarray(self.records.done[:n], dtype=np.float64)[mask]
+        order = np.argsort(times)
+        return times[order], np.asarray(self.records.status[:n])[mask][order]
+
     def instance_counts(self) -> dict[str | None, int]:
         """Requests per serving instance (``x-meshcheck-instance``); ``None`` counts those without one."""
         names = self.records.instances

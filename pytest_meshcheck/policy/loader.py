@@ -101,30 +101,43 @@ def parse_policy_documents(docs: Iterable[Any], source: str = "<data>") -> Polic
     return acc.result()
 
 
-def _collect_files(paths: Iterable[str | Path], acc: _Accumulator) -> list[Path]:
+def yaml_files(path: Path) -> list[Path] | None:
+    """The YAML files a path names: itself, or every ``*.yaml``/``*.yml`` below a directory (sorted).
+
+    ``None`` when the path does not exist.
+    """
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+    return [path] if path.exists() else None
+
+
+def unique_files(files: Iterable[Path]) -> list[Path]:
+    """``files`` in order, each real file once (a file named twice, or through two paths, is read once)."""
     out: list[Path] = []
     seen: set[Path] = set()
+    for file in files:
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(file)
+    return out
+
+
+def _collect_files(paths: Iterable[str | Path], acc: _Accumulator) -> list[Path]:
+    out: list[Path] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
-            if not found:
-                acc.file_issue(
-                    str(path),
-                    "is a directory without any *.yaml or *.yml file",
-                    "point at the directory or files that hold the policies",
-                )
-        elif path.is_file():
-            found = [path]
-        else:
+        found = yaml_files(path)
+        if found is None:
             acc.file_issue(str(path), "does not exist", "check the path")
-            found = []
-        for file in found:
-            key = file.resolve()
-            if key not in seen:
-                seen.add(key)
-                out.append(file)
-    return out
+        elif not found and path.is_dir():
+            acc.file_issue(
+                str(path),
+                "is a directory without any *.yaml or *.yml file",
+                "point at the directory or files that hold the policies",
+            )
+        out += found or []
+    return unique_files(out)
 
 
 class _Accumulator:
