@@ -8,8 +8,10 @@ Objects, in creation order (see :func:`run_manifests`):
 * ``ConfigMap meshcheck-echo`` (the echo workload, :mod:`pytest_meshcheck.workload.echo`) and
   ``ConfigMap meshcheck-agent`` (the in-mesh agent plus the load engine modules it runs): the bundles of
   :mod:`pytest_meshcheck.workload.bundle`.
-* Per service a ``Service``; per service and version a ``Deployment`` running the echo file in a stock
-  Python image.
+* Per service a ``Service`` (port named ``http``, ``appProtocol: http``: Istio then routes and retries the
+  hop as HTTP); per service and version a ``Deployment`` running the echo file in a stock Python image.
+  The echo of a service with calls gets ``--calls`` (:func:`calls_argument`): it calls each dependency's
+  Service in the run namespace, and Istio's iptables send that call through the pod's own sidecar.
 * ``Deployment meshcheck-agent``: the caller. Its sidecar is the proxy that enforces the policies.
 * The policies, rewritten into the namespace, named ``<name>-g<generation>``.
 
@@ -21,6 +23,8 @@ hides ``envoy_cluster_upstream_rq_retry``, the outlier-detection and the overflo
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from typing import Any
 
 from pytest_meshcheck.backend import WorkloadInstance
@@ -35,7 +39,7 @@ from pytest_meshcheck.kube.settings import (
     KubeSettings,
 )
 from pytest_meshcheck.policy.model import Policy
-from pytest_meshcheck.topology import ServiceSpec, Topology, VersionSpec
+from pytest_meshcheck.topology import CLUSTER_DOMAIN, ServiceSpec, Topology, VersionSpec
 from pytest_meshcheck.workload.bundle import AGENT_FILES, ECHO_FILES, ShippedFile
 
 Manifest = dict[str, Any]
@@ -188,8 +192,60 @@ def service_manifest(settings: KubeSettings, svc: ServiceSpec) -> Manifest:
     }
 
 
-def echo_deployment(settings: KubeSettings, svc: ServiceSpec, version: VersionSpec) -> Manifest:
-    """The echo pods of one version of one service."""
+def run_namespace_of(settings: KubeSettings) -> Callable[[ServiceSpec], str]:
+    """Where a run creates each topology Service: the run namespace, whatever namespace the topology names.
+
+    :func:`service_manifest` puts every Service there, so a call addressed through this mapping reaches the
+    Service the run created, with or without :func:`~pytest_meshcheck.kube.rewrite.rewrite_topology` first.
+    """
+    return lambda _svc: settings.namespace
+
+
+def calls_argument(svc: ServiceSpec, topology: Topology, namespace_of: Callable[[ServiceSpec], str]) -> str:
+    """The echo's ``--calls`` JSON for ``svc``: its calls in order, each with the authority to connect to.
+
+    The single place a cluster run builds it (the Deployments and the dry-run plan both read it). The
+    authority is the called Service's cluster FQDN and port (``payment-service.meshcheck-1a2b.svc.cluster.local:8080``):
+    the echo connects there and sends it as ``Host``, so the pod's sidecar routes it by the callee's
+    VirtualService, as production traffic is routed. A leaf service gives ``[]``.
+
+    Args:
+        svc: The calling service.
+        topology: The topology ``svc`` belongs to (resolves each callee's port).
+        namespace_of: Namespace a callee's Service lives in during the run (:func:`run_namespace_of`).
+
+    Raises:
+        TopologyError: A call names a service the topology does not have.
+    """
+    entries: list[dict[str, Any]] = []
+    for call in svc.calls:
+        target = topology.service(call.service)
+        entries.append(
+            {
+                "service": target.name,
+                "authority": f"{target.name}.{namespace_of(target)}.{CLUSTER_DOMAIN}:{target.port}",
+                "method": call.method,
+                "path": call.path,
+                "on_error": call.on_error,
+            }
+        )
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def _literal(arg: str) -> str:
+    """``arg`` with Kubernetes' ``$(VAR)`` expansion in container commands escaped (``$$`` is one ``$``)."""
+    return arg.replace("$", "$$")
+
+
+def echo_deployment(settings: KubeSettings, svc: ServiceSpec, version: VersionSpec, topology: Topology) -> Manifest:
+    """The echo pods of one version of one service; a service with calls gets ``--calls``.
+
+    Args:
+        settings: The run's settings.
+        svc: The service.
+        version: One of its versions.
+        topology: The topology ``svc`` belongs to (resolves the services it calls).
+    """
     pod_labels = {**svc.instance_labels(version), **settings.labels, "sidecar.istio.io/inject": "true"}
     annotations = {
         "proxy.istio.io/config": proxy_config(),
@@ -207,6 +263,9 @@ def echo_deployment(settings: KubeSettings, svc: ServiceSpec, version: VersionSp
         "--namespace", "$(POD_NAMESPACE)", "--host", "0.0.0.0", "--port", str(svc.port),
         "--admin-host", "0.0.0.0", "--admin-port", str(ECHO_ADMIN_PORT),
     ]  # fmt: skip
+    if svc.calls:
+        # A path may hold a '$'; the kubelet would otherwise expand "$(NAME)" inside the JSON.
+        args += ["--calls", _literal(calls_argument(svc, topology, run_namespace_of(settings)))]
     container = _container(
         settings,
         "echo",
@@ -319,7 +378,7 @@ def workload_manifests(settings: KubeSettings, topology: Topology) -> list[Manif
     """Everything but the namespace and the policies, in creation order."""
     out: list[Manifest] = [sidecar_manifest(settings), echo_configmap(settings), agent_configmap(settings)]
     out += [service_manifest(settings, svc) for svc in topology.services]
-    out += [echo_deployment(settings, svc, v) for svc in topology.services for v in svc.versions]
+    out += [echo_deployment(settings, svc, v, topology) for svc in topology.services for v in svc.versions]
     out.append(agent_deployment(settings))
     return out
 

@@ -1,13 +1,15 @@
 """``--mesh-dry-run``: the full plan of a cluster run, printed without a cluster or a kubeconfig.
 
-The plan is the list of checks the run would make, in order, then every object it would create, as
-YAML documents in creation order. ConfigMap files are shown as a one-line digest unless
+The plan is the list of checks the run would make, in order, the call graph the echo workloads run
+(each caller's calls, in order, as its Deployments pass them with ``--calls``), then every object it
+would create, as YAML documents in creation order. ConfigMap files are shown as a one-line digest unless
 ``full_files`` (they are the package's own files, byte for byte).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,10 +24,13 @@ from pytest_meshcheck.kube.manifests import (
     ECHO_ADMIN_PORT,
     PROXY_STATS_MATCHER,
     Manifest,
+    calls_argument,
     check_topology_ports,
+    echo_deployment_name,
     namespace_manifest,
     object_ref,
     policy_manifest,
+    run_namespace_of,
     workload_manifests,
 )
 from pytest_meshcheck.kube.preflight import PERMISSIONS, REQUIRED_STATS
@@ -61,6 +66,33 @@ def plan_objects(
     chosen: list[Policy] = [*given.virtual_services, *given.destination_rules]
     objects += [policy_manifest(p, settings, hosts, generation) for p in chosen]
     return objects
+
+
+def describe_call_graph(settings: KubeSettings, topology: Topology) -> list[str]:
+    """The call graph as the echo pods run it: per caller, its Deployments and its calls in order.
+
+    Each line of a call reads ``[k] METHOD authority path (on_error: ...)``, from the same
+    :func:`~pytest_meshcheck.kube.manifests.calls_argument` JSON the caller's Deployments carry.
+    """
+    run_topology = rewrite_topology(topology, settings.namespace)
+    callers = run_topology.callers
+    if not callers:
+        return ["none: no service of the topology calls another"]
+    lines: list[str] = []
+    for svc in callers:
+        deployments = ", ".join(echo_deployment_name(svc, v) for v in svc.versions)
+        lines.append(f"{svc.name} (Deployments {deployments}), for every request it serves:")
+        for k, call in enumerate(json.loads(calls_argument(svc, run_topology, run_namespace_of(settings))), 1):
+            lines.append(f"  [{k}] {call['method']} {call['authority']} {call['path']} (on_error: {call['on_error']})")
+    leaves = [s.name for s in run_topology.services if not s.calls]
+    if leaves:
+        lines.append(f"leaf services (no calls): {', '.join(leaves)}")
+    # True to the backend: convergence and endpoint checks read the agent's sidecar only.
+    lines.append(
+        "policy changes and endpoints are awaited in the agent's sidecar only; the callers' sidecars get the "
+        "same istiod push, but a run does not wait for them"
+    )
+    return lines
 
 
 def describe_checks(
@@ -163,6 +195,8 @@ def dry_run_plan(
     ]
     for i, check in enumerate(describe_checks(settings, topology, policies, istio), 1):
         lines.append(f"#  {i:2d}. {check}")
+    lines += ["#", "# Call graph (echo --calls; Istio's iptables send each call through the caller pod's sidecar):"]
+    lines += [f"#   {line}" for line in describe_call_graph(settings, topology)]
     if scenarios:
         lines += ["#", f"# Scenarios ({len(scenarios)}):"] + [f"#   - {s}" for s in scenarios]
     lines += ["#", f"# Objects ({len(objects)}), in creation order:"]

@@ -18,36 +18,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pytest_meshcheck.backend import WorkloadInstance
 from pytest_meshcheck.chaos.destination import DestinationChaos
-from pytest_meshcheck.errors import ChaosError, MeshSetupError, MeshTimeoutError
+from pytest_meshcheck.errors import ChaosError, MeshSetupError
 from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
 from pytest_meshcheck.local import bootstrap as bs
-from pytest_meshcheck.local.envoy import CDS_FILE, EnvoyAdmin, XdsFiles, XdsSnapshot, find_envoy, rds_file
+from pytest_meshcheck.local.envoy import EnvoyAdmin, XdsFiles, XdsSnapshot, find_envoy
 from pytest_meshcheck.local.process import ManagedProcess, ProcessGroup, new_work_dir, sweep_leftovers
 from pytest_meshcheck.local.prometheus import PrometheusServer, find_prometheus
+from pytest_meshcheck.local.sidecar import Sidecar, scrape_labels
+from pytest_meshcheck.local.workloads import WorkloadHosts
 from pytest_meshcheck.policy.fit import check_policies_fit
 from pytest_meshcheck.policy.model import PolicySet
-from pytest_meshcheck.topology import ServiceSpec, Topology, load_topology
-from pytest_meshcheck.translate import (
-    build_clusters,
-    build_route_config,
-    delimited_stat_prefix,
-    http_filters,
-    istio_stats_config,
-)
-from pytest_meshcheck.workload.bundle import ECHO_FILES, write_bundle
-from pytest_meshcheck.workload.echo.ready import ReadyInfo, parse_ready_line
+from pytest_meshcheck.topology import Topology, load_topology
+from pytest_meshcheck.translate import build_clusters, build_route_config
 
 if TYPE_CHECKING:
     from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
@@ -85,6 +78,7 @@ class LocalMesh:
         keep: Keep the work directory (configs, logs) after stopping.
         log: Receives progress and clean-up messages (such as leftovers removed).
         seed: Seeds each workload's chaos randomness (instance ``i`` gets ``seed + i``); random when ``None``.
+        hosts: Workload host processes serving the instances; one per core when ``None``.
     """
 
     def __init__(
@@ -100,6 +94,7 @@ class LocalMesh:
         keep: bool = False,
         log: Callable[[str], None] | None = None,
         seed: int | None = None,
+        hosts: int | None = None,
     ) -> None:
         self.topology = topology or load_topology()
         self.istio_version = (
@@ -117,6 +112,11 @@ class LocalMesh:
         self._log = log or (lambda _msg: None)
         self.group: ProcessGroup | None = None
         self.prometheus: PrometheusServer | None = None
+        self.workloads: WorkloadHosts | None = None
+        self.hosts = hosts
+        self.client: Sidecar | None = None
+        self.pod_sidecars: dict[str, Sidecar] = {}
+        self._ready = False
         self.envoy: ManagedProcess | None = None
         self.admin: EnvoyAdmin | None = None
         self.xds: XdsFiles | None = None
@@ -163,14 +163,15 @@ class LocalMesh:
             if prom_bin is not None:
                 self.prometheus = PrometheusServer(self.group, binary=prom_bin)
                 self.prometheus.start()
-            self._start_workloads()
-            self._start_envoy(envoy_bin, work_dir)
+            self.workloads = WorkloadHosts(self.group, self.topology, self.seed, self.hosts)
+            self.workloads.launch()
+            self._instances = self.workloads.wait_ready()
+            self._start_sidecars(envoy_bin)
             if self.prometheus is not None:
                 self.prometheus.set_targets(self._scrape_targets())
                 self.prometheus.wait_ready()
+            self._ready = True
             if self.gateway_port is not None:
-                # The gateway's routes get their cluster last: until every part of the mesh is ready the
-                # ingress answers 503, so a script that waits for a 200 from it finds everything up.
                 self._push()
         except BaseException:
             # KeyboardInterrupt included: nothing may outlive a failed start.
@@ -185,9 +186,12 @@ class LocalMesh:
             with contextlib.suppress(ChaosError):
                 self._chaos.clear_all()
         self._chaos.close()
-        if self.admin is not None:
-            self.admin.close()
-            self.admin = None
+        for sidecar in self.sidecars:
+            sidecar.close()
+        self.admin = None
+        self._ready = False
+        if self.workloads is not None:
+            self.workloads.close()
         if self.group is not None:
             self.group.close()
             self.group = None
@@ -199,78 +203,6 @@ class LocalMesh:
 
     # ----------------------------------------------------------------- workloads
 
-    def _start_workloads(self) -> None:
-        assert self.group is not None
-        # The same files a pod mounts, run the same way (-I -S): a local run proves what a cluster run ships.
-        script = write_bundle(ECHO_FILES, self.group.work_dir / "echo") / "echo.py"
-        pending: list[tuple[ServiceSpec, str, str, ManagedProcess]] = []
-        for svc in self.topology.services:
-            for version in svc.versions:
-                for i in range(version.replicas):
-                    name = f"{svc.name}-{version.name}-{i}"
-                    argv = [
-                        sys.executable, "-I", "-S", str(script),
-                        "--service", svc.name, "--version", version.name, "--instance", name,
-                        "--namespace", svc.namespace, "--port", "0", "--admin-port", "0",
-                        "--parent-pid", str(os.getpid()),
-                    ]  # fmt: skip
-                    if self.seed is not None:
-                        argv += ["--seed", str(self.seed + len(pending))]
-                    proc = self.group.start(name, argv, stdout_pipe=True)
-                    pending.append((svc, version.name, name, proc))
-        ready = self._read_ready_lines([p for *_, p in pending], timeout=10.0)
-        self._instances = []
-        for svc, version_name, name, proc in pending:
-            info = ready[proc.pid]
-            self._instances.append(
-                WorkloadInstance(
-                    service=svc.name,
-                    namespace=svc.namespace,
-                    version=version_name,
-                    name=name,
-                    address="127.0.0.1",
-                    port=info.port,
-                    admin_url=f"http://127.0.0.1:{info.admin_port}",
-                    pid=proc.pid,
-                )
-            )
-
-    @staticmethod
-    def _read_ready_lines(procs: list[ManagedProcess], timeout: float) -> dict[int, ReadyInfo]:
-        sel = selectors.DefaultSelector()
-        buffers: dict[int, bytes] = {}
-        for p in procs:
-            assert p.popen.stdout is not None
-            sel.register(p.popen.stdout, selectors.EVENT_READ, p)
-            buffers[p.pid] = b""
-        ready: dict[int, ReadyInfo] = {}
-        deadline = time.monotonic() + timeout
-        try:
-            while len(ready) < len(procs):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    late = [p.name for p in procs if p.pid not in ready]
-                    raise MeshTimeoutError(f"echo workloads not ready after {timeout}s: {', '.join(late)}")
-                for key, _ in sel.select(min(remaining, 0.5)):
-                    proc: ManagedProcess = key.data
-                    chunk = os.read(key.fd, 4096)
-                    if not chunk:
-                        sel.unregister(key.fileobj)
-                        if proc.pid not in ready:
-                            proc.popen.wait(2)
-                            raise MeshSetupError(
-                                f"echo workload {proc.name} exited with code {proc.popen.returncode} before ready",
-                                log_tail=proc.log_tail(),
-                                log_path=proc.log_path,
-                            )
-                        continue
-                    buffers[proc.pid] += chunk
-                    if b"\n" in buffers[proc.pid] and proc.pid not in ready:
-                        ready[proc.pid] = parse_ready_line(buffers[proc.pid].split(b"\n", 1)[0])
-        finally:
-            sel.close()
-        return ready
-
     def instances(self, service: str | None = None, *, version: str | None = None) -> list[WorkloadInstance]:
         """Running instances, optionally of one service (short name or FQDN) and version."""
         if service is not None:
@@ -281,6 +213,15 @@ class LocalMesh:
             if (service is None or i.service == service) and (version is None or i.version == version)
         ]
 
+    def ledger(self, service: str) -> dict[str, Any]:
+        """The execution ledger of ``service``: totals and ``[attempts, executions]`` per ``x-request-id``.
+
+        The service's instances share one ledger, so it shows a logical request executed twice on any replicas.
+        """
+        if self.workloads is None:
+            raise MeshSetupError("the local mesh is not running")
+        return self.workloads.ledger(service)
+
     # ----------------------------------------------------------------- envoy
 
     def _endpoints(self) -> dict[tuple[str, str], list[tuple[str, int]]]:
@@ -289,124 +230,78 @@ class LocalMesh:
             eps.setdefault((inst.service, inst.version), []).append((inst.address, inst.port))
         return eps
 
-    def _resources(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _resources(self, *, client: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What istiod would send a sidecar: every cluster and the outbound routes (plus the gateway's)."""
         policies = self.policies
         clusters = build_clusters(policies, self.topology, self._endpoints(), self.istio_version)
         routes = [build_route_config(policies, self.topology, self.istio_version, name=bs.OUTBOUND_ROUTES)]
-        if self.gateway_port is not None:
+        if client and self.gateway_port is not None:
             routes.append(bs.gateway_route_config(self.topology))
-            if bs.OUTBOUND_LISTENER in self.ports:
-                clusters.append(bs.gateway_cluster(self.ports[bs.OUTBOUND_LISTENER]))
+            # Until the mesh is ready the gateway's routes name a cluster that does not exist (503 NC), so a
+            # script that waits for a 200 from the gateway finds everything up.
+            if self._ready and self.client is not None and bs.OUTBOUND_LISTENER in self.client.ports:
+                clusters.append(bs.gateway_cluster(self.client.ports[bs.OUTBOUND_LISTENER]))
         return clusters, routes
 
-    def _start_envoy(self, binary: Path, work_dir: Path) -> None:
-        assert self.group is not None
-        self.xds = XdsFiles(work_dir / "xds")
-        clusters, routes = self._resources()
-        version = self.xds.write(clusters=clusters, routes=routes)
-        access_log = work_dir / "access.log"
-        filters = http_filters()
-        # istiod's outbound prefix is outbound_0.0.0.0_<port>; one listener serves every port here.
-        listeners = [
-            bs.http_listener(
-                bs.OUTBOUND_LISTENER,
-                0,
-                bs.OUTBOUND_ROUTES,
-                self.xds.source(rds_file(bs.OUTBOUND_ROUTES)),
-                filters,
-                access_log,
-                delimited_stat_prefix("outbound_0.0.0.0_0", self.istio_version),
-            )
-        ]
-        if self.gateway_port is not None:
-            gw_prefix = delimited_stat_prefix(f"gateway_0.0.0.0_{self.gateway_port}", self.istio_version)
-            listeners.append(
-                bs.http_listener(
-                    bs.GATEWAY_LISTENER,
-                    self.gateway_port,
-                    bs.GATEWAY_ROUTES,
-                    self.xds.source(rds_file(bs.GATEWAY_ROUTES)),
-                    filters,
-                    access_log,
-                    gw_prefix,
-                )
-            )
-        config = bs.bootstrap(
-            node_id=f"sidecar~127.0.0.1~meshcheck-client-{os.getpid()}.meshcheck~meshcheck.svc.cluster.local",
-            cds_source=self.xds.source(CDS_FILE),
-            listeners=listeners,
-            stats_config=istio_stats_config(self.istio_version),
-        )
-        config_path = work_dir / "envoy.json"
-        config_path.write_text(json.dumps(config, indent=1))
-        admin_path = work_dir / "envoy-admin.address"
-        self.envoy = self.group.start(
-            "envoy",
-            [
-                str(binary), "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
-                "--admin-address-path", str(admin_path), "-l", "warning", "--file-flush-interval-msec", "250",
-            ],
-        )  # fmt: skip
-        address = self._wait_envoy_ready(admin_path, timeout=10.0)
-        self.admin = EnvoyAdmin(address)
-        self.admin.wait_converged(version, rejected_before=0, log_path=self.envoy.log_path)
-        self.ports = self.admin.listener_ports()
+    def _node_id(self, pod: str, namespace: str) -> str:
+        return f"sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local"
 
-    def _wait_envoy_ready(self, admin_path: Path, timeout: float) -> str:
-        assert self.envoy is not None
-        deadline = time.monotonic() + timeout
-        address = ""
-        probe: EnvoyAdmin | None = None
-        try:
-            while time.monotonic() < deadline:
-                if not self.envoy.running():
-                    raise MeshSetupError(
-                        f"Envoy exited with code {self.envoy.popen.returncode} during start-up",
-                        log_tail=self.envoy.log_tail(),
-                        log_path=self.envoy.log_path,
-                    )
-                if not address and admin_path.exists():
-                    address = admin_path.read_text().strip()
-                    if address:
-                        probe = EnvoyAdmin(address)
-                if probe is not None and probe.ready():
-                    return address
-                time.sleep(0.005)
-        finally:
-            if probe is not None:
-                probe.close()
-        raise MeshTimeoutError(
-            f"Envoy not ready after {timeout}s", log_tail=self.envoy.log_tail(), log_path=self.envoy.log_path
+    def _start_sidecars(self, binary: Path) -> None:
+        assert self.group is not None
+        self.client = Sidecar(
+            self.group,
+            "envoy",
+            self._node_id(f"meshcheck-client-{os.getpid()}", "meshcheck"),
+            self.istio_version,
+            gateway_port=self.gateway_port,
         )
+        self.pod_sidecars = {}
+        for inst in self._instances:
+            if self.topology.service(inst.service).calls:
+                self.pod_sidecars[inst.name] = Sidecar(
+                    self.group, f"envoy-{inst.name}", self._node_id(inst.name, inst.namespace), self.istio_version
+                )
+        # All Envoys start at once and are waited for together: start-up costs one Envoy's time, not N.
+        for sidecar in self.sidecars:
+            sidecar.launch(binary, self._resources(client=sidecar is self.client))
+        for sidecar in self.sidecars:
+            sidecar.wait_ready()
+        self.envoy = self.client.process
+        self.admin = self.client.admin
+        self.xds = self.client.xds
+        self.ports = dict(self.client.ports)
+        if self.pod_sidecars:
+            assert self.workloads is not None
+            self.workloads.set_outbound(
+                {name: sc.ports[bs.OUTBOUND_LISTENER] for name, sc in self.pod_sidecars.items()}
+            )
+
+    @property
+    def sidecars(self) -> list[Sidecar]:
+        """Every Envoy of the mesh: the client's first, then one per calling pod."""
+        return [*([self.client] if self.client is not None else []), *self.pod_sidecars.values()]
 
     def _push(self) -> float:
-        """Write the current policies as a new xDS version and wait until Envoy runs it."""
-        if self.xds is None or self.admin is None:
+        """Write the current policies to every sidecar and wait until all of them run it."""
+        if self.client is None or self.client.admin is None:
             raise MeshSetupError("the local mesh is not running; use it inside 'with LocalMesh(...)'")
-        clusters, routes = self._resources()
         t0 = time.monotonic()
-        rejected = self.admin.rejected_updates()
-        log_path = self.envoy.log_path if self.envoy is not None else None
-        names = {c["name"] for c in clusters}
-        union = [*clusters, *(c for c in self.xds.current_clusters() if c["name"] not in names)]
-        # Envoy re-reads every file of the watched directory on any change, in no set order, so a route
-        # could run before the cluster it names exists, or after the cluster it still names is gone: both
-        # fail requests with 503 NC. Hence three steps, each waiting for Envoy: add and change clusters
-        # (keeping the old ones), switch the routes, then remove the clusters no route names any more.
-        # istiod gets the same ordering from ADS.
-        for step_clusters, step_routes in ((union, []), (union, routes), (clusters, [])):
-            before = dict(self.xds.expected)
-            expected = self.xds.write(clusters=step_clusters, routes=step_routes)
-            if expected != before:
-                self.admin.wait_converged(expected, rejected_before=rejected, log_path=log_path)
+        sidecars = self.sidecars
+        if len(sidecars) == 1:
+            sidecars[0].push(self._resources(client=True))
+        else:
+            # Each push waits on its own Envoy; in parallel, a policy change converges as fast as the slowest.
+            with ThreadPoolExecutor(max_workers=len(sidecars)) as pool:
+                futures = [pool.submit(sc.push, self._resources(client=sc is self.client)) for sc in sidecars]
+                for future in futures:
+                    future.result()
         return time.monotonic() - t0
 
-    def _rollback(self, snapshot: XdsSnapshot) -> None:
-        """Make Envoy run the config of ``snapshot`` again after a refused or interrupted update."""
-        assert self.xds is not None
-        assert self.admin is not None
-        expected = self.xds.restore(snapshot)
-        self.admin.wait_converged(expected)
+    def _rollback(self, snapshots: dict[str, XdsSnapshot]) -> None:
+        """Make every sidecar run the config of its snapshot again after a refused or interrupted update."""
+        for sidecar in self.sidecars:
+            if sidecar.name in snapshots:
+                sidecar.rollback(snapshots[sidecar.name])
 
     # ----------------------------------------------------------------- policies
 
@@ -462,15 +357,15 @@ class LocalMesh:
         """
         # No failure may leave a half-applied state: a translation error writes nothing, and a refused
         # or interrupted update is rolled back to the files (and versions) Envoy ran before.
-        snapshot = self.xds.snapshot() if self.xds is not None else None
+        snapshots = {sc.name: sc.snapshot() for sc in self.sidecars}
         try:
             if check:
                 check_policies_fit(self.policies, self.topology)
             return self._push()
         except BaseException:
             self._policies = before
-            if snapshot is not None and self.admin is not None:
-                self._rollback(snapshot)
+            if self.running:
+                self._rollback(snapshots)
             raise
 
     # ----------------------------------------------------------------- endpoints
@@ -503,9 +398,9 @@ class LocalMesh:
 
     @property
     def access_log_path(self) -> Path:
-        """The sidecar's JSON access log (flushed every 250 ms)."""
-        assert self.group is not None
-        return self.group.work_dir / "access.log"
+        """The client sidecar's JSON access log (flushed every 250 ms)."""
+        assert self.client is not None
+        return self.client.access_log_path
 
     def host_header(self, service: str) -> str:
         """The ``Host`` header that selects ``service`` on the sidecar listener."""
@@ -514,11 +409,24 @@ class LocalMesh:
 
     def _scrape_targets(self) -> dict[str, tuple[str, dict[str, str]]]:
         assert self.admin is not None
-        targets: dict[str, tuple[str, dict[str, str]]] = {
-            "envoy": (self.admin.url.removeprefix("http://"), {"__metrics_path__": "/stats/prometheus"}),
-        }
-        for inst in self._instances:
-            targets[inst.name] = (inst.admin_url.removeprefix("http://"), {"__metrics_path__": "/metrics"})
+        assert self.client is not None
+        assert self.workloads is not None
+        targets: dict[str, tuple[str, dict[str, str]]] = {"envoy": scrape_labels(self.client, {})}
+        by_name = {i.name: i for i in self._instances}
+        for pod, sidecar in self.pod_sidecars.items():
+            inst = by_name[pod]
+            # The labels Istio's standard metrics carry for the source side of a hop.
+            targets[sidecar.name] = scrape_labels(
+                sidecar,
+                {
+                    "source_workload": f"{inst.service}-{inst.version}",
+                    "source_workload_namespace": inst.namespace,
+                    "source_app": inst.service,
+                    "source_version": inst.version,
+                    "pod": pod,
+                },
+            )
+        targets.update(self.workloads.scrape_targets())
         return targets
 
     def wait_for_metrics(self, timeout: float = 15.0, *, cancel: threading.Event | None = None) -> float:
@@ -568,6 +476,7 @@ class LocalMesh:
             "envoy_version": envoy_version(find_envoy(self._envoy_bin_opt)),
             "topology": self.topology.source,
             "instances": str(len(self._instances)),
+            "sidecars": str(len(self.sidecars)),
         }
         if self.group is not None:
             facts["work_dir"] = str(self.group.work_dir)

@@ -6,6 +6,7 @@ validation.go``) plus the CRD schema's oneOf constraints; comments name the isti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import cast
 
 from pytest_meshcheck.policy.model import (
@@ -20,7 +21,7 @@ from pytest_meshcheck.policy.model import (
     TCPSettings,
     TrafficPolicy,
 )
-from pytest_meshcheck.policy.reader import Fields, child
+from pytest_meshcheck.policy.reader import Fields, child, describe, item
 from pytest_meshcheck.policy.validation import is_istio_dns_label, label_errors, wildcard_domain_error
 
 _SIMPLE: tuple[LoadBalancerSimple, ...] = (
@@ -119,7 +120,8 @@ def _tcp(f: Fields) -> TCPSettings:
     max_conn = _count(f, "maxConnections", "Istio's default of 4294967295")
     connect = f.duration("connectTimeout")
     max_duration = f.duration("maxConnectionDuration")
-    idle = f.duration("idleTimeout")
+    # validateConnectionPool admits tcp.idleTimeout: 0s (idle timeout disabled); the CRD has no >= 1ms rule here.
+    idle = f.duration("idleTimeout", "istio-or-zero")
     ka_time = ka_interval = None
     ka_probes = None
     ka_f = f.obj("tcpKeepalive", "TcpKeepalive")
@@ -253,6 +255,7 @@ def _consistent_hash(f: Fields) -> ConsistentHash:
     if cookie_f is not None:
         cookie_name, cookie_path = cookie_f.string("name"), cookie_f.string("path")
         cookie_ttl = cookie_f.duration("ttl", "non-negative")
+        _cookie_attributes(cookie_f)
         cookie_f.finish()
         if not cookie_name:
             cookie_f.ctx.error(cookie_f.at("name"), "name required for HttpCookie", "set httpCookie: {name: <cookie>}")
@@ -280,9 +283,11 @@ def _consistent_hash(f: Fields) -> ConsistentHash:
     if len(keys) > 1:
         f.ctx.error(f.path, f"sets {' and '.join(keys)}; consistentHash takes exactly one hash key", "keep one")
     elif not keys or (keys == ["useSourceIp"] and source_ip is False):
-        f.ctx.error(
+        # Istio admits it (the CRD's oneOf allows no key) and sends no hash policy, so hosts are picked
+        # without affinity.
+        f.ctx.warn(
             f.path,
-            "consistentHash has no hash key, so requests would not be hashed to a stable host",
+            "consistentHash has no hash key, so requests are not hashed to a stable host (no session affinity); "
             "set one of httpHeaderName, httpCookie, useSourceIp: true, httpQueryParameterName",
         )
     if ring_f is not None and maglev_f is not None:
@@ -309,6 +314,29 @@ def _consistent_hash(f: Fields) -> ConsistentHash:
         minimum_ring_size=ring if ring is not None else legacy_ring,
         maglev_table_size=table,
     )
+
+
+def _cookie_attributes(f: Fields) -> None:
+    # CRD: each attributes[] item is an object with a required string name and an optional string value.
+    # The list itself is then ignored with a warning (schema.IGNORED) by f.finish().
+    attributes = f.data.get("attributes")
+    for i, attribute in enumerate(attributes if isinstance(attributes, list) else []):
+        path = item(f.at("attributes"), i)
+        fix = "write each attribute as {name: SameSite, value: Strict}"
+        if not isinstance(attribute, Mapping):
+            f.ctx.error(
+                path, f"a cookie attribute must be a mapping with name and value, got {describe(attribute)}", fix
+            )
+            continue
+        for key in sorted(set(attribute) - {"name", "value"}):
+            f.ctx.error(
+                child(path, str(key)), f"unknown field {key!r}: a cookie attribute has only name and value", fix
+            )
+        name, value = attribute.get("name"), attribute.get("value")
+        if not isinstance(name, str) or not name:
+            f.ctx.error(child(path, "name"), f"a cookie attribute needs a name (a string), got {describe(name)}", fix)
+        if value is not None and not isinstance(value, str):
+            f.ctx.error(child(path, "value"), f"expected a string, got {describe(value)}", fix)
 
 
 def _is_prime(x: int) -> bool:

@@ -90,9 +90,10 @@ def _abort(f: Fields) -> FaultAbort:
     if len(kinds) > 1:
         f.ctx.error(f.path, f"sets {' and '.join(kinds)}; an abort takes exactly one", "keep httpStatus or grpcStatus")
     elif not kinds:
-        f.ctx.error(
+        # validateHTTPFaultInjectionAbort only warns ("abort configured, but error type not set").
+        f.ctx.warn(
             f.path,
-            "abort sets neither httpStatus nor grpcStatus (istiod would drop it with only a warning)",
+            "abort sets neither httpStatus nor grpcStatus, so Istio configures no abort and nothing is aborted; "
             "add httpStatus, e.g. httpStatus: 503",
         )
     # validateHTTPStatus admits 200..600, but Envoy's HTTPFault rejects 600 (http_status < 600), which would

@@ -23,7 +23,7 @@ from pytest_meshcheck.policy.model import PolicyWarning
 from pytest_meshcheck.policy.schema import IGNORED, MASTER_ONLY, PASSTHROUGH, UNSUPPORTED, JsonType, known_fields
 
 IntKind = Literal["int32", "uint32", "uint64"]
-DurationRule = Literal["istio", "non-negative"]
+DurationRule = Literal["istio", "istio-or-zero", "non-negative"]
 
 _INT_RANGES: dict[IntKind, tuple[int, int]] = {
     "int32": (-(2**31), 2**31 - 1),
@@ -254,7 +254,8 @@ class Fields:
         """A duration in Go syntax, in seconds.
 
         With ``rule="istio"`` it must also pass the CRD's CEL rule (``>= 1ms``) and istiod's
-        ``ValidateDuration`` (millisecond precision); ``zero_fix`` overrides the fix for too-small values.
+        ``ValidateDuration`` (millisecond precision); ``"istio-or-zero"`` also admits ``0s`` (fields without
+        the CEL rule, where 0 disables the timeout); ``zero_fix`` overrides the fix for too-small values.
         """
         value = self._take(name)
         if value is None:
@@ -267,7 +268,9 @@ class Fields:
         except DurationError as exc:
             self.ctx.error(self.at(name), str(exc).split("; ")[0], SYNTAX_HINT)
             return None
-        if rule == "istio":
+        if rule == "istio-or-zero" and nanos == 0:
+            return 0.0
+        if rule in ("istio", "istio-or-zero"):
             if nanos < _MS:
                 self.ctx.error(
                     self.at(name),

@@ -55,6 +55,9 @@ _K8S_LABEL_RE = re.compile(_K8S_LABEL)
 _K8S_SUBDOMAIN_RE = re.compile(rf"{_K8S_LABEL}(?:\.{_K8S_LABEL})*")
 # validation.go: validHeaderRegex.
 HEADER_NAME_RE = re.compile("[-_A-Za-z0-9]+")
+# RFC 7230 token (httpguts.ValidHeaderFieldName): what ValidateHTTPHeaderName admits after one leading ':'.
+_HEADER_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+JWT_CLAIM_PREFIX = "@request.auth.claims."
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 MAX_REGEX_LENGTH = 1024
 
@@ -210,6 +213,25 @@ def regex_error(pattern: str) -> str | None:
     except (re.error, RecursionError, OverflowError, ValueError) as exc:
         return f"regex {pattern!r} does not compile: {exc}"
     return None
+
+
+def header_name_error(name: str) -> str | None:
+    """``ValidateHTTPHeaderNameOrJwtClaimRoute`` for a header that is not a JWT claim route.
+
+    A token of RFC 7230 characters, optionally after one ``:`` (pseudo-headers such as ``:authority``).
+    """
+    if not name:
+        return "header name cannot be empty"
+    token = name[1:] if name.startswith(":") else name
+    if _HEADER_TOKEN_RE.fullmatch(token) is None:
+        return f"{name!r} is not a valid header name"
+    return None
+
+
+def legacy_gateway_name(gateway: str) -> str | None:
+    """``validateGatewayNames``: the ``<namespace>/<name>`` istiod recommends for a legacy ``name.namespace``."""
+    parts = gateway.split(".")
+    return f"{parts[1]}/{parts[0]}" if "/" not in gateway and len(parts) > 1 else None
 
 
 def percentage_error(value: float) -> str | None:

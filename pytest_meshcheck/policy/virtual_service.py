@@ -17,14 +17,17 @@ from pytest_meshcheck.policy.model import (
     StringMatchKind,
     VirtualService,
 )
-from pytest_meshcheck.policy.reader import Fields, child, item
+from pytest_meshcheck.policy.reader import Fields, child
+from pytest_meshcheck.policy.unreachable import warn_unreachable
 from pytest_meshcheck.policy.validation import (
-    HEADER_NAME_RE,
+    JWT_CLAIM_PREFIX,
     RETRY_ON_RESET,
     fqdn_error,
+    header_name_error,
     hosts_overlap,
     is_ip,
     is_istio_dns_label,
+    legacy_gateway_name,
     port_error,
     regex_error,
     retry_on_conditions,
@@ -65,8 +68,8 @@ def build_virtual_service(spec: Fields, name: str, namespace: str | None, api_ve
     if not http and not has_l4_routes and not (spec.present("http") and http is None):
         # ValidateVirtualService: "http, tcp or tls must be provided in virtual service"
         ctx.error(spec.at("http"), "http routes are missing or empty", "add at least one http route with a destination")
-    routes = tuple(_route(r, i) for i, r in enumerate(http or []))
-    _warn_unreachable(spec, routes)
+    routes = tuple(_route(r, i, applies_to_mesh) for i, r in enumerate(http or []))
+    warn_unreachable(spec, http or [])
     return VirtualService(
         name=name,
         namespace=namespace,
@@ -81,6 +84,12 @@ def _check_gateway_name(spec: Fields, path: str, gateway: str) -> None:
     # validateGatewayNames
     ns, slash, gw_name = gateway.partition("/")
     if not slash:
+        recommended = legacy_gateway_name(gateway)
+        if recommended is not None:
+            spec.ctx.warn(
+                path,
+                f"using legacy gatewayName format {gateway!r}; prefer the <namespace>/<name> format: {recommended!r}",
+            )
         err = fqdn_error(gateway)
         if err:
             spec.ctx.error(path, f"invalid gateway name: {err}", "use 'mesh' or <namespace>/<gateway-name>")
@@ -113,10 +122,10 @@ def _check_hosts(spec: Fields, hosts: list[tuple[str, str]], applies_to_mesh: bo
                 )
 
 
-def _route(f: Fields, index: int) -> HTTPRoute:
+def _route(f: Fields, index: int, applies_to_mesh: bool) -> HTTPRoute:
     ctx = f.ctx
     name = f.string("name")
-    matches = tuple(_match(m) for m in f.obj_list("match", "HTTPMatchRequest") or [])
+    matches = tuple(_match(m, applies_to_mesh) for m in f.obj_list("match", "HTTPMatchRequest") or [])
     route_list = f.obj_list("route", "HTTPRouteDestination")
     destinations = tuple(_route_destination(d) for d in route_list or [])
     retries_f = f.obj("retries", "HTTPRetry")
@@ -140,7 +149,7 @@ def _route(f: Fields, index: int) -> HTTPRoute:
 
 
 def _string_match(f: Fields, what: str) -> StringMatch | None:
-    # CRD oneOf on exact/prefix/regex; validateStringMatchRegexp for regex.
+    # CRD oneOf on exact/prefix/regex; validateStringMatch (validateStringMatchRegexp alone for the uri).
     set_kinds = [k for k in _MATCH_KINDS if f.present(k)]
     values = {k: f.string(k) for k in _MATCH_KINDS}
     f.finish()
@@ -152,7 +161,7 @@ def _string_match(f: Fields, what: str) -> StringMatch | None:
         )
         return None
     if not set_kinds:
-        if what == "header":
+        if what in ("header", "without header"):
             message = "an empty match ({}) tests only that the header is present, which pytest-meshcheck does not model"
         else:
             message = "sets none of exact, prefix, regex"
@@ -162,6 +171,17 @@ def _string_match(f: Fields, what: str) -> StringMatch | None:
     value = values[kind]
     if value is None:
         return None
+    if kind == "prefix" and not value and what != "uri":
+        # Envoy's StringMatcher requires a non-empty prefix; only the path matcher takes "".
+        f.ctx.error(
+            f.at("prefix"),
+            f"prefix string match should not be empty (Istio rejects it for {what} matches)",
+            "remove the match to accept any value, or use regex: '.*' for a present value",
+        )
+        return None
+    if kind == "regex" and value == "*" and what == "without header":
+        # validateHTTPRouteMatchRequest: withoutHeaders regex "*" is a presence match, not RE2.
+        return StringMatch(kind, value)
     if kind == "regex":
         err = regex_error(value)
         if err:
@@ -172,28 +192,38 @@ def _string_match(f: Fields, what: str) -> StringMatch | None:
     return StringMatch(kind, value)
 
 
-def _string_match_map(f: Fields, name: str, check_header_names: bool) -> dict[str, StringMatch]:
+_MAP_KINDS = {"headers": "header", "withoutHeaders": "without header", "queryParams": "query parameter"}
+
+
+def _string_match_map(f: Fields, name: str, applies_to_mesh: bool) -> dict[str, StringMatch]:
     out: dict[str, StringMatch] = {}
     for key, sub in (f.obj_map(name, "StringMatch") or {}).items():
-        if check_header_names and HEADER_NAME_RE.fullmatch(key) is None:
-            # ValidateHTTPHeaderName
-            f.ctx.error(
-                child(f.at(name), key), f"{key!r} is not a valid header name", "use letters, digits, '-' and '_'"
-            )
-        sm = _string_match(sub, "header" if name != "queryParams" else "query parameter")
+        path = child(f.at(name), key)
+        if name != "queryParams":
+            # ValidateHTTPHeaderNameOrJwtClaimRoute; claim routes only work on gateways (ValidateVirtualService).
+            if key.startswith(JWT_CLAIM_PREFIX):
+                if applies_to_mesh:
+                    f.ctx.error(
+                        path,
+                        f"JWT claim based routing (key: {key}) is only supported for gateways",
+                        "match on a plain request header, or bind the VirtualService to a gateway",
+                    )
+            elif (err := header_name_error(key)) is not None:
+                f.ctx.error(path, err, "use a header name of letters, digits and -_.!#$%&'*+^`|~ (':' may lead)")
+        sm = _string_match(sub, _MAP_KINDS[name])
         if sm is not None:
             out[key] = sm
     return out
 
 
-def _match(f: Fields) -> HTTPMatchRequest:
+def _match(f: Fields, applies_to_mesh: bool) -> HTTPMatchRequest:
     name = f.string("name")
     uri_f, method_f = f.obj("uri", "StringMatch"), f.obj("method", "StringMatch")
     uri = _string_match(uri_f, "uri") if uri_f else None
     method = _string_match(method_f, "method") if method_f else None
-    headers = _string_match_map(f, "headers", check_header_names=True)
-    without = _string_match_map(f, "withoutHeaders", check_header_names=False)
-    query = _string_match_map(f, "queryParams", check_header_names=False)
+    headers = _string_match_map(f, "headers", applies_to_mesh)
+    without = _string_match_map(f, "withoutHeaders", applies_to_mesh)
+    query = _string_match_map(f, "queryParams", applies_to_mesh)
     ignore_case = f.boolean("ignoreUriCase")
     f.finish()
     return HTTPMatchRequest(
@@ -302,16 +332,3 @@ def _warn_retry_semantics(f: Fields, retries: HTTPRetry, timeout: float | None) 
         )
     if timeout is not None and retries.per_try_timeout >= timeout:
         f.ctx.warn(f.at("perTryTimeout"), "perTryTimeout is not shorter than the route timeout, so Envoy ignores it")
-
-
-def _warn_unreachable(spec: Fields, routes: tuple[HTTPRoute, ...]) -> None:
-    # analyzeUnreachableHTTPRules: a rule without match catches everything; rules after it never apply.
-    catch_all = next((r.index for r in routes if not r.match), None)
-    if catch_all is None:
-        return
-    for r in routes:
-        if r.index > catch_all:
-            spec.ctx.warn(
-                item(spec.at("http"), r.index),
-                f"never used: http[{catch_all}] has no match and catches every request first",
-            )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,15 @@ import yaml
 
 from pytest_meshcheck.errors import PolicyError, TopologyError
 from pytest_meshcheck.kube.manifests import (
-    AGENT_FILES,
     ECHO_ADMIN_PORT,
     PROXY_STATS_MATCHER,
     agent_deployment,
+    calls_argument,
     check_topology_ports,
     namespace_manifest,
     policy_manifest,
     policy_object_name,
+    run_namespace_of,
     workload_manifests,
 )
 from pytest_meshcheck.kube.plan import plan_objects
@@ -36,6 +39,8 @@ from pytest_meshcheck.kube.rewrite import HostRewriter, rewrite_document, rewrit
 from pytest_meshcheck.kube.settings import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL, KubeSettings
 from pytest_meshcheck.policy import SourceRef, load_policies, load_policy_text
 from pytest_meshcheck.topology import load_topology, parse_topology
+from pytest_meshcheck.workload.bundle import AGENT_FILES
+from pytest_meshcheck.workload.echo import cli as echo_cli
 
 VS_TEXT = """
 apiVersion: networking.istio.io/v1
@@ -346,3 +351,155 @@ def test_a_policy_of_another_namespace_is_still_applied_in_the_run_namespace() -
     vs = load_policy_text(text).virtual_services[0]
     doc = policy_manifest(vs, SETTINGS, HostRewriter(load_topology(), "meshcheck-c0ffee01"), 1)
     assert doc["metadata"]["namespace"] == "meshcheck-c0ffee01"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The call graph: callers' echo pods call their dependencies through their own sidecar
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _echo_args(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each echo Deployment's command line, by Deployment name."""
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][0]["command"]
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["labels"]["app.kubernetes.io/component"] == "echo"
+    }
+
+
+def _calls_of(args: list[str]) -> list[dict[str, Any]]:
+    assert args.count("--calls") == 1, args
+    calls: list[dict[str, Any]] = json.loads(args[args.index("--calls") + 1])
+    return calls
+
+
+def test_order_service_calls_payment_then_inventory_in_the_run_namespace() -> None:
+    args = _echo_args(_all_objects())
+    expected = [
+        {
+            "service": "payment-service",
+            "authority": "payment-service.meshcheck-c0ffee01.svc.cluster.local:8080",
+            "method": "POST",
+            "path": "/pay",
+            "on_error": "fail",
+        },
+        {
+            "service": "inventory-service",
+            "authority": "inventory-service.meshcheck-c0ffee01.svc.cluster.local:8080",
+            "method": "GET",
+            "path": "/check",
+            "on_error": "fail",
+        },
+    ]
+    # Both versions of the caller run the same graph; platform-core never appears.
+    assert _calls_of(args["order-service-v1"]) == expected
+    assert _calls_of(args["order-service-v2"]) == expected
+
+
+def test_leaf_services_get_no_calls() -> None:
+    args = _echo_args(_all_objects())
+    leaves = {name: a for name, a in args.items() if not name.startswith("order-service-")}
+    assert sorted(leaves) == ["catalog-service-v1", "inventory-service-v1", "payment-service-v1"]
+    for name, a in leaves.items():
+        assert "--calls" not in a, name
+
+
+def test_every_call_authority_names_a_service_the_run_creates() -> None:
+    objects = _all_objects()
+    services = {
+        f"{o['metadata']['name']}.{o['metadata']['namespace']}.svc.cluster.local:{p['port']}"
+        for o in objects
+        if o["kind"] == "Service"
+        for p in o["spec"]["ports"]
+    }
+    authorities = [c["authority"] for a in _echo_args(objects).values() if "--calls" in a for c in _calls_of(a)]
+    assert authorities
+    assert set(authorities) <= services
+
+
+def test_authorities_follow_the_run_namespace_even_from_the_user_topology() -> None:
+    # workload_manifests creates every Service in the run namespace; calls must not keep platform-core.
+    args = _echo_args(workload_manifests(SETTINGS, load_topology()))
+    assert [c["authority"] for c in _calls_of(args["order-service-v1"])] == [
+        "payment-service.meshcheck-c0ffee01.svc.cluster.local:8080",
+        "inventory-service.meshcheck-c0ffee01.svc.cluster.local:8080",
+    ]
+
+
+def test_calls_argument_keeps_order_ports_and_on_error() -> None:
+    topo = parse_topology(
+        {
+            "namespace": "shop",
+            "services": [
+                {
+                    "name": "front",
+                    "calls": [
+                        {"service": "stock", "method": "put", "path": "/s/$(POD_NAME)", "on_error": 503},
+                        {"service": "audit", "path": "/log", "on_error": "ignore"},
+                        {"service": "stock", "method": "DELETE", "path": "/hold"},
+                    ],
+                },
+                {"name": "stock", "port": 9090},
+                {"name": "audit", "port": 7000},
+            ],
+        },
+        source="shop.yaml",
+    )
+    calls = json.loads(calls_argument(topo.service("front"), topo, lambda s: f"ns-{s.name}"))
+    assert [(c["method"], c["authority"], c["path"], c["on_error"]) for c in calls] == [
+        ("PUT", "stock.ns-stock.svc.cluster.local:9090", "/s/$(POD_NAME)", 503),
+        ("GET", "audit.ns-audit.svc.cluster.local:7000", "/log", "ignore"),
+        ("DELETE", "stock.ns-stock.svc.cluster.local:9090", "/hold", "fail"),
+    ]
+    assert json.loads(calls_argument(topo.service("stock"), topo, run_namespace_of(SETTINGS))) == []
+    # In the Deployment, '$' is escaped so the kubelet does not expand $(POD_NAME) inside the path.
+    args = _echo_args(workload_manifests(SETTINGS, rewrite_topology(topo, SETTINGS.namespace)))["front-v1"]
+    raw = args[args.index("--calls") + 1]
+    assert "/s/$$(POD_NAME)" in raw
+    assert json.loads(raw.replace("$$", "$"))[0]["authority"] == "stock.meshcheck-c0ffee01.svc.cluster.local:9090"
+
+
+def _kubelet_expand(arg: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of a container command argument: ``$$`` is ``$``, ``$(NAME)`` a defined variable."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", one, arg)
+
+
+def test_the_echo_accepts_the_callers_command_line() -> None:
+    # The contract with the echo workload: its own parser reads the calls back, in order, unchanged.
+    env = {"POD_NAME": "order-service-v1-abc12", "POD_NAMESPACE": SETTINGS.namespace}
+    command = _echo_args(_all_objects())["order-service-v1"]
+    argv = [_kubelet_expand(a, env) for a in command[4:]]  # after python3 -I -S echo.py
+    options = echo_cli.parse_args(argv)
+    (instance,) = options.spec.instances
+    assert instance.outbound is None  # kube: connect to the authority; Istio's iptables do the rest
+    assert [(c.service, c.authority, c.method, c.path, c.on_error) for c in instance.calls] == [
+        ("payment-service", "payment-service.meshcheck-c0ffee01.svc.cluster.local:8080", "POST", "/pay", "fail"),
+        ("inventory-service", "inventory-service.meshcheck-c0ffee01.svc.cluster.local:8080", "GET", "/check", "fail"),
+    ]
+
+
+def test_caller_pods_get_a_sidecar_and_every_hop_is_http_to_istio() -> None:
+    objects = _all_objects()
+    for dep in (o for o in objects if o["metadata"]["name"].startswith("order-service-")):
+        if dep["kind"] != "Deployment":
+            continue
+        assert dep["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
+        annotations = dep["spec"]["template"]["metadata"]["annotations"]
+        # Outbound calls must be intercepted: only the admin port is excluded, and only inbound.
+        assert "traffic.sidecar.istio.io/excludeOutboundPorts" not in annotations
+        assert "traffic.sidecar.istio.io/excludeOutboundIPRanges" not in annotations
+        assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == str(ECHO_ADMIN_PORT)
+    ns = next(o for o in objects if o["kind"] == "Namespace")
+    assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+    # Istio's explicit protocol selection: port name "<protocol>[-<suffix>]" or appProtocol. HTTP routing and
+    # retries apply only to hops Istio treats as HTTP.
+    for svc in (o for o in objects if o["kind"] == "Service"):
+        for port in svc["spec"]["ports"]:
+            assert port["name"] == "http" or port["name"].startswith("http-"), svc["metadata"]["name"]
+            assert port["appProtocol"] == "http", svc["metadata"]["name"]

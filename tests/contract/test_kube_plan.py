@@ -13,7 +13,7 @@ from pytest_meshcheck.kube.plan import dry_run_plan
 from pytest_meshcheck.kube.settings import KubeSettings
 from pytest_meshcheck.policy import load_policies
 from pytest_meshcheck.settings import MeshSettings
-from pytest_meshcheck.topology import load_topology
+from pytest_meshcheck.topology import load_topology, parse_topology
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,3 +128,39 @@ def test_settings_come_from_the_plugin_settings() -> None:
     assert KubeSettings(context="prod-eu").kube_context == "prod-eu"
     with pytest.raises(ValueError, match="run_id"):
         KubeSettings(run_id="Not_A_Label")
+
+
+def test_plan_shows_the_call_graph_in_order(no_cluster: None) -> None:
+    plan = _plan()
+    lines = plan.splitlines()
+    start = lines.index(
+        "# Call graph (echo --calls; Istio's iptables send each call through the caller pod's sidecar):"
+    )
+    graph = lines[start + 1 : start + 6]
+    assert graph == [
+        "#   order-service (Deployments order-service-v1, order-service-v2), for every request it serves:",
+        "#     [1] POST payment-service.meshcheck-dry00001.svc.cluster.local:8080 /pay (on_error: fail)",
+        "#     [2] GET inventory-service.meshcheck-dry00001.svc.cluster.local:8080 /check (on_error: fail)",
+        "#   leaf services (no calls): catalog-service, payment-service, inventory-service",
+        "#   policy changes and endpoints are awaited in the agent's sidecar only; the callers' sidecars get the "
+        "same istiod push, but a run does not wait for them",
+    ]
+    # The graph shown is the one the Deployment runs.
+    order = next(d for d in yaml.safe_load_all(plan) if d and d["metadata"]["name"] == "order-service-v1")
+    command = order["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "payment-service.meshcheck-dry00001.svc.cluster.local:8080" in command[command.index("--calls") + 1]
+    # The call lines are not counted as checks.
+    assert len([line for line in lines if re.match(r"^#\s+\d+\. ", line)]) == 16
+
+
+def test_plan_says_when_nothing_calls(no_cluster: None) -> None:
+    topo = parse_topology({"services": [{"name": "a"}, {"name": "b"}]}, source="t.yaml")
+    plan = dry_run_plan(KubeSettings(run_id="dry00001"), topo, None, None)
+    assert "#   none: no service of the topology calls another" in plan
+    commands = [
+        d["spec"]["template"]["spec"]["containers"][0]["command"]
+        for d in yaml.safe_load_all(plan)
+        if d and d["kind"] == "Deployment"
+    ]
+    assert len(commands) == 3
+    assert not any("--calls" in c for c in commands)

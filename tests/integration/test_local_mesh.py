@@ -62,6 +62,7 @@ def _mesh_pids(mesh: LocalMesh) -> set[int]:
     pids = {i.pid for i in mesh.instances() if i.pid is not None}
     assert mesh.envoy is not None
     pids.add(mesh.envoy.pid)
+    pids |= {sc.process.pid for sc in mesh.sidecars if sc.process is not None}
     if mesh.prometheus is not None and mesh.prometheus.process is not None:
         pids.add(mesh.prometheus.process.pid)
     return pids
@@ -72,7 +73,12 @@ def _mesh_ports(mesh: LocalMesh) -> set[int]:
     ports.add(int(mesh.envoy_admin_url.rsplit(":", 1)[1]))
     for inst in mesh.instances():
         ports.add(inst.port)
-        ports.add(int(inst.admin_url.rsplit(":", 1)[1]))
+        port = httpx.URL(inst.admin_url).port
+        assert port is not None
+        ports.add(port)
+    for sc in mesh.sidecars:
+        assert sc.admin is not None
+        ports |= {int(sc.ports["outbound"]), int(sc.admin.url.rsplit(":", 1)[1])}
     if mesh.prometheus is not None:
         ports.add(mesh.prometheus.port)
     return ports
@@ -104,12 +110,22 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # ------------------------------------------------------------------------------------------------ topology
 
 
-def test_default_topology_runs_13_workloads_and_each_service_answers_with_identity(mesh: LocalMesh) -> None:
+def test_default_topology_runs_13_instances_in_workload_hosts_and_each_service_answers_with_identity(
+    mesh: LocalMesh,
+) -> None:
     instances = mesh.instances()
     assert len(instances) == 13 == mesh.topology.instance_count
+    # One host process per core (never more than services), each instance on its own port.
     pids = {i.pid for i in instances if i.pid is not None}
-    assert len(pids) == 13
+    assert 1 <= len(pids) <= max(1, os.cpu_count() or 1)
+    assert len({i.port for i in instances}) == 13
     assert all(_alive(p) for p in pids)
+    # A sidecar per calling pod (order-service's 4), plus the client's.
+    order_pods = {i.name for i in mesh.instances("order-service")}
+    assert set(mesh.pod_sidecars) == order_pods
+    sidecar_pids = {sc.process.pid for sc in mesh.sidecars if sc.process is not None}
+    assert len(sidecar_pids) == 5
+    assert all(_alive(p) for p in sidecar_pids)
     # Sequential requests pick among a service's hosts uniformly (LEAST_REQUEST with no request in flight
     # is a random choice): with 40 requests the chance that any one of 4 hosts is never picked is
     # <= 4 * (3/4)^40 < 4e-5, so every instance must have answered.
@@ -163,7 +179,10 @@ def test_two_meshes_at_once_get_distinct_os_assigned_ports_and_stop_independentl
     with LocalMesh(gateway_port=0, prometheus=False) as second:
         second_pids = _mesh_pids(second)
         second_ports = _mesh_ports(second)
-        assert len(second_ports) == 2 + 1 + 2 * 13  # outbound, gateway, admin, 13 x (serving, admin)
+        hosts = len({i.pid for i in second.instances()})
+        # Client sidecar (outbound, gateway, admin), 13 serving ports, one admin per workload host, and the
+        # 4 order-service pods' sidecars (outbound, admin).
+        assert len(second_ports) == 3 + 13 + hosts + 4 * 2
         assert not first_ports & second_ports
         assert not second_pids & _mesh_pids(mesh)
         for m in (mesh, second):
@@ -206,7 +225,8 @@ def test_with_block_stops_every_process_by_pid(how: str, tmp_path: Path) -> None
         pids = _mesh_pids(m)
         assert m.group is not None
         work_dir = m.group.work_dir
-        assert len(pids) == 2 + 1 + HAVE_PROMETHEUS
+        hosts = min(len(m.topology.services), max(1, os.cpu_count() or 1))
+        assert len(pids) == hosts + 1 + HAVE_PROMETHEUS
         assert all(_alive(p) for p in pids)
         if how == "exception":
             raise Boom
@@ -360,7 +380,8 @@ def test_access_log_records_response_flags(mesh: LocalMesh) -> None:
 @pytest.mark.prometheus
 def test_prometheus_counts_upstream_rq_total_for_each_service_after_traffic(mesh: LocalMesh) -> None:
     first_scrape = mesh.wait_for_metrics()
-    query = "envoy_cluster_upstream_rq_total"
+    # The client sidecar's counters; the order-service pods' sidecars count their own hops.
+    query = 'envoy_cluster_upstream_rq_total{meshcheck_target="envoy"}'
 
     def totals() -> dict[str, float]:
         data = httpx.get(mesh.prometheus_url + "/api/v1/query", params={"query": query}, timeout=2.0).json()

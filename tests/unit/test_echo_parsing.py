@@ -274,10 +274,14 @@ REQUIRED = ["--service", "s", "--version", "v1", "--instance", "s-0", "--namespa
 
 def test_cli_defaults() -> None:
     opts = parse_args(REQUIRED)
-    assert opts.identity == Identity("s", "v1", "s-0", "ns")
-    assert (opts.host, opts.port, opts.admin_host, opts.admin_port) == ("127.0.0.1", 0, "127.0.0.1", 0)
+    assert opts.spec.single
+    (inst,) = opts.spec.instances
+    assert inst.identity == Identity("s", "v1", "s-0", "ns")
+    assert (inst.host, inst.port, opts.admin_host, opts.admin_port) == ("127.0.0.1", 0, "127.0.0.1", 0)
     assert opts.parent_pid is None
-    assert opts.seed is None
+    assert inst.seed is None
+    assert inst.calls == ()
+    assert inst.outbound is None
 
 
 @pytest.mark.parametrize(

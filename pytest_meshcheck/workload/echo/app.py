@@ -1,7 +1,11 @@
-"""The serving-port handler: chaos first, then the query overrides, then the replica's identity as JSON."""
+"""The serving-port handler: chaos, then the query overrides, then the dependency calls, then the identity.
+
+The answer is the replica's identity as JSON, with the calls' statuses and the failed hop when there are calls.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -9,8 +13,10 @@ import random
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from pytest_meshcheck.workload.echo.calls import FAILED_HOP_HEADER, CallResult, CallSpec, Outbound
 from pytest_meshcheck.workload.echo.chaos import Chaos, roll
 from pytest_meshcheck.workload.echo.connection import HttpConnection, Request
+from pytest_meshcheck.workload.echo.ledger import Ledger
 from pytest_meshcheck.workload.echo.metrics import metrics_text
 from pytest_meshcheck.workload.echo.overrides import parse_overrides, pick_code
 from pytest_meshcheck.workload.echo.replica import Counters, Identity
@@ -19,10 +25,23 @@ from pytest_meshcheck.workload.echo.replica import Counters, Identity
 class EchoApp:
     """The serving-port handler: chaos, query overrides, identity response."""
 
-    def __init__(self, identity: Identity, rng: random.Random, seed: int) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        rng: random.Random,
+        seed: int,
+        *,
+        calls: tuple[CallSpec, ...] = (),
+        outbound: Outbound | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.identity = identity
         self.rng = rng
         self.seed = seed
+        self.calls = calls
+        self.outbound = outbound if outbound is not None else Outbound()
+        self.ledger = ledger if ledger is not None else Ledger()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.counters = Counters()
         self.chaos = Chaos()
         self.generation = 0
@@ -54,6 +73,7 @@ class EchoApp:
     def handle(self, conn: HttpConnection, req: Request) -> None:  # noqa: D102
         counters = self.counters
         counters.received += 1
+        self.ledger.attempt(req.request_id)
         chaos = self.chaos
         rng = self.rng
         if chaos.reset is not None and roll(rng, chaos.reset.probability):
@@ -80,11 +100,46 @@ class EchoApp:
             delay += more_delay
         if fault:
             extra += b"x-meshcheck-fault: " + fault + b"\r\n"
+        if status < 400:
+            counters.executed += 1
+            self.ledger.execute(req.request_id)
+            if self.calls:
+                task = asyncio.ensure_future(self._serve_with_calls(conn, req, path, fault, status, extra, delay))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
         body = self._body(req, path, fault, error)
         if delay > 0.0:
             conn.defer(delay, lambda: self._send(conn, status, extra, body))
         else:
             self._send(conn, status, extra, body)
+
+    async def _serve_with_calls(
+        self, conn: HttpConnection, req: Request, path: bytes, fault: bytes, status: int, extra: bytes, delay: float
+    ) -> None:
+        """Make the dependency calls in order, then answer (after the chaos delay, if any)."""
+        results: list[tuple[CallSpec, CallResult]] = []
+        failed_hop: str | None = None
+        for spec in self.calls:
+            result = await self.outbound.call(spec, req.request_id)
+            results.append((spec, result))
+            if result.ok or spec.on_error == "ignore":
+                continue
+            self.counters.calls_failed += 1
+            if spec.on_error == "fail":
+                # No answer at all (the sidecar unreachable) is a bad gateway, as a real client library reports.
+                status = result.status if result.status is not None else 502
+            else:
+                status = int(spec.on_error)
+            failed_hop = result.failed_hop or f"{self.identity.service} -> {spec.service}"
+            extra += f"{FAILED_HOP_HEADER}: {failed_hop}\r\n".encode("latin-1")
+            break
+        if delay > 0.0:
+            await asyncio.sleep(delay)
+        if conn.closed:
+            return
+        body = self._body(req, path, fault, None, results, failed_hop)
+        self._send(conn, status, extra, body)
 
     # internals ---------------------------------------------------------------------------------------
 
@@ -105,7 +160,15 @@ class EchoApp:
         extra = b"".join(f"{k}: {v}\r\n".encode("ascii") for k, v in overrides.headers or ())
         return status, extra, None, overrides.delay_s or 0.0
 
-    def _body(self, req: Request, path: bytes, fault: bytes, error: str | None) -> bytes:
+    def _body(
+        self,
+        req: Request,
+        path: bytes,
+        fault: bytes,
+        error: str | None,
+        calls: list[tuple[CallSpec, CallResult]] | None = None,
+        failed_hop: str | None = None,
+    ) -> bytes:
         text = (
             self._body_prefix
             + encode_basestring_ascii(req.method.decode("latin-1"))
@@ -118,6 +181,12 @@ class EchoApp:
             text += ',"fault":"' + fault.decode() + '"'
         if error is not None:
             text += ',"error":' + encode_basestring_ascii(error)
+        if calls is not None:
+            text += ',"calls":' + json.dumps(
+                [{"service": spec.service, "status": result.status} for spec, result in calls], separators=(",", ":")
+            )
+        if failed_hop is not None:
+            text += ',"failed_hop":' + encode_basestring_ascii(failed_hop)
         return (text + "}").encode()
 
     def _send(self, conn: HttpConnection, status: int, extra: bytes, body: bytes) -> None:
@@ -149,10 +218,14 @@ class EchoApp:
             "override_requests": c.override_requests,
             "abandoned": c.abandoned,
             "connections": c.connections,
+            "executed": c.executed,
+            "calls_made": self.outbound.calls,
+            "calls_failed": c.calls_failed,
+            "ledger": self.ledger.summary(),
             "chaos_generation": self.generation,
             "chaos": self.chaos.to_json(),
         }
 
     def metrics_text(self) -> str:
         """Body of ``GET /metrics`` in the Prometheus text exposition format 0.0.4."""
-        return metrics_text(self.identity, self.counters, self.chaos, self.generation)
+        return metrics_text([self])

@@ -24,14 +24,23 @@ _MAX_CHUNK_LINE = 4096
 class Request:
     """One parsed request; ``body`` is kept only on the admin port."""
 
-    __slots__ = ("attempt", "body", "http10", "keep_alive", "method", "target")
+    __slots__ = ("attempt", "body", "http10", "keep_alive", "method", "request_id", "target")
 
-    def __init__(self, method: bytes, target: bytes, keep_alive: bool, http10: bool, attempt: bytes | None):
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        keep_alive: bool,
+        http10: bool,
+        attempt: bytes | None,
+        request_id: bytes | None = None,
+    ):
         self.method = method
         self.target = target
         self.keep_alive = keep_alive
         self.http10 = http10
         self.attempt = attempt
+        self.request_id = request_id
         self.body = b""
 
 
@@ -62,7 +71,9 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
 _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER = range(6)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_WATCHED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect", b"x-envoy-attempt-count"})
+_WATCHED = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"expect", b"x-envoy-attempt-count", b"x-request-id"}
+)
 
 
 class HttpConnection(asyncio.Protocol):
@@ -103,6 +114,11 @@ class HttpConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._busy = False
+            self._app.on_abandoned()
+        elif self._busy:
+            # A response still being worked on (dependency calls in flight): the client gave up on it.
+            self._busy = False
             self._app.on_abandoned()
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
@@ -118,6 +134,13 @@ class HttpConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._busy = False
+            self._app.on_abandoned()
+            self.close()
+        elif self._busy and not self._processing:
+            # Dependency calls in flight: they go on (the work is not cancelled, as in a real service), but
+            # nobody will read the answer.
+            self._busy = False
             self._app.on_abandoned()
             self.close()
         elif not self._busy and not self._processing:
@@ -170,7 +193,13 @@ class HttpConnection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._closed = True
+        self._busy = False
         transport.abort()
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed or abandoned; a late response is then dropped."""
+        return self._closed
 
     def close(self) -> None:
         """Close after flushing what was written."""
@@ -260,6 +289,7 @@ class HttpConnection(asyncio.Protocol):
         connection = b""
         expect = False
         attempt: bytes | None = None
+        request_id: bytes | None = None
         for i in range(1, len(lines)):
             name, sep, value = lines[i].partition(b":")
             if not sep:
@@ -282,10 +312,12 @@ class HttpConnection(asyncio.Protocol):
                     connection = value.lower()
                 elif name == b"expect":
                     expect = value.lower() == b"100-continue"
+                elif name == b"x-request-id":
+                    request_id = value
                 else:
                     attempt = value
         keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
-        self._req = Request(parts[0], parts[1], keep_alive, http10, attempt)
+        self._req = Request(parts[0], parts[1], keep_alive, http10, attempt, request_id)
         self._body.clear()
         if chunked:
             # A body framed both ways is a smuggling vector; answer it, then drop the connection.

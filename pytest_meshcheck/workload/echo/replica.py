@@ -31,3 +31,5 @@ class Counters:
         self.override_requests = 0
         self.abandoned = 0
         self.connections = 0
+        self.executed = 0
+        self.calls_failed = 0

@@ -1,4 +1,9 @@
-"""One echo replica as a process: both listeners, signals, the parent watch and the ready line."""
+"""An echo process, one replica (a pod) or a workload host of many: listeners, signals, parent watch, ready line.
+
+A host keeps, per instance, its own listening socket, identity, chaos state, counters and outbound
+connections, so each still looks like its own pod to Envoy; only the event loop, the admin port and the
+Python interpreter (about 25 MB) are shared. That is what lets a 300-replica topology run in one process.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,15 @@ import random
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from pytest_meshcheck.procfs import proc_stat
-from pytest_meshcheck.workload.echo.admin import AdminApp
+from pytest_meshcheck.workload.echo.admin import AdminApp, HostAdmin
 from pytest_meshcheck.workload.echo.app import EchoApp
+from pytest_meshcheck.workload.echo.calls import Outbound
 from pytest_meshcheck.workload.echo.cli import Options, parse_args
-from pytest_meshcheck.workload.echo.connection import HttpConnection
+from pytest_meshcheck.workload.echo.connection import Handler, HttpConnection
+from pytest_meshcheck.workload.echo.ledger import Ledger
 from pytest_meshcheck.workload.echo.parent import parent_alive, set_parent_death_signal, watch_parent
 from pytest_meshcheck.workload.echo.ready import ReadyInfo, ready_line
 
@@ -28,6 +36,18 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server(addr[:2], family=family, backlog=_BACKLOG)
 
 
+def _bind(host: str, port: int, option: str) -> socket.socket:
+    try:
+        return _listen(host, port)
+    except OSError as exc:
+        print(f"echo: cannot listen on {host}:{port} ({option}): {exc}", file=sys.stderr)
+        raise
+
+
+def _factory(app: EchoApp, connections: set[HttpConnection]) -> Callable[[], HttpConnection]:
+    return lambda: HttpConnection(app, keep_body=False, registry=connections)
+
+
 async def serve(opts: Options) -> int:
     """Run until SIGTERM/SIGINT or parent death; the exit status."""
     loop = asyncio.get_running_loop()
@@ -39,34 +59,42 @@ async def serve(opts: Options) -> int:
             print(f"echo: --parent-pid {opts.parent_pid} is not running; exiting", file=sys.stderr)
             return 1
         set_parent_death_signal(opts.parent_pid)
-    seed = opts.seed if opts.seed is not None else random.SystemRandom().getrandbits(63)
-    echo = EchoApp(opts.identity, random.Random(seed), seed)
-    admin = AdminApp(echo)
     connections: set[HttpConnection] = set()
-    sockets: list[socket.socket] = []
-    for option, host, port in (
-        ("--host/--port", opts.host, opts.port),
-        ("--admin-host/--admin-port", opts.admin_host, opts.admin_port),
-    ):
-        try:
-            sockets.append(_listen(host, port))
-        except OSError as exc:
-            print(f"echo: cannot listen on {host}:{port} ({option}): {exc}", file=sys.stderr)
-            for sock in sockets:
-                sock.close()
-            return 1
-    admin_ip = ipaddress.ip_address(sockets[1].getsockname()[0])
+    apps: dict[str, EchoApp] = {}
+    ledgers: dict[tuple[str, str], Ledger] = {}
+    sockets: list[tuple[EchoApp, socket.socket]] = []
+    try:
+        for inst in opts.spec.instances:
+            seed = inst.seed if inst.seed is not None else random.SystemRandom().getrandbits(63)
+            ident = inst.identity
+            ledger = ledgers.setdefault((ident.namespace, ident.service), Ledger())
+            app = EchoApp(
+                ident, random.Random(seed), seed, calls=inst.calls, outbound=Outbound(inst.outbound), ledger=ledger
+            )
+            apps[ident.instance] = app
+            option = "--host/--port" if opts.spec.single else f"--host-spec instance {ident.instance}"
+            sockets.append((app, _bind(inst.host, inst.port, option)))
+        admin_sock = _bind(opts.admin_host, opts.admin_port, "--admin-host/--admin-port")
+    except OSError:
+        for _, sock in sockets:
+            sock.close()
+        return 1
+    admin_ip = ipaddress.ip_address(admin_sock.getsockname()[0])
     if not admin_ip.is_loopback:
         print(
             f"echo: warning: the admin API listens on {admin_ip}, not loopback; anyone who reaches it can "
             "change chaos (use --admin-host 127.0.0.1 and port-forward instead)",
             file=sys.stderr,
         )
-    server = await loop.create_server(
-        lambda: HttpConnection(echo, keep_body=False, registry=connections), sock=sockets[0], backlog=_BACKLOG
-    )
-    admin_server = await loop.create_server(
-        lambda: HttpConnection(admin, keep_body=True, registry=connections), sock=sockets[1], backlog=_BACKLOG
+    ports = {app.identity.instance: sock.getsockname()[1] for app, sock in sockets}
+    servers = [
+        await loop.create_server(_factory(app, connections), sock=sock, backlog=_BACKLOG) for app, sock in sockets
+    ]
+    admin: Handler = AdminApp(next(iter(apps.values()))) if opts.spec.single else HostAdmin(apps, ports)
+    servers.append(
+        await loop.create_server(
+            lambda: HttpConnection(admin, keep_body=True, registry=connections), sock=admin_sock, backlog=_BACKLOG
+        )
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,17 +102,24 @@ async def serve(opts: Options) -> int:
     watcher = None
     if opts.parent_pid is not None:
         watcher = asyncio.create_task(watch_parent(opts.parent_pid, start_ticks, stop))
-    ready = ReadyInfo(port=sockets[0].getsockname()[1], admin_port=sockets[1].getsockname()[1], pid=os.getpid())
+    ready = ReadyInfo(
+        port=next(iter(ports.values())),
+        admin_port=admin_sock.getsockname()[1],
+        pid=os.getpid(),
+        instances={} if opts.spec.single else ports,
+    )
     try:
         sys.stdout.write(ready_line(ready))
         sys.stdout.flush()
     except BrokenPipeError:
         pass  # nobody reads the ready line; keep serving
     await stop.wait()
-    server.close()
-    admin_server.close()
+    for server in servers:
+        server.close()
     for conn in list(connections):
         conn.close()
+    for app in apps.values():
+        app.outbound.close()
     if watcher is not None:
         watcher.cancel()
     return 0
