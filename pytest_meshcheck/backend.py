@@ -109,6 +109,10 @@ class MeshBackend(Protocol):
         """Prometheus labels that select the caller's sidecar (the proxy that enforces the policies)."""
         ...
 
+    def caller_proxy_labels(self, service: str) -> dict[str, str]:
+        """Prometheus labels that select the sidecars of ``service``'s pods (the hops it calls through)."""
+        ...
+
     def wait_for_metrics(self, timeout: float = 30.0) -> float:
         """Wait until Prometheus has scraped the client proxy and every workload at least once."""
         ...

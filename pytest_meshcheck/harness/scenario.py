@@ -807,6 +807,44 @@ class Scenario:
             if value >= at_least or time.monotonic() >= deadline:
                 return value
 
+    def hop_prom(self, caller: str, end: float | None = None) -> Prom:
+        """A Prometheus client over the scenario so far, bound to the sidecars of ``caller``'s pods.
+
+        Those sidecars carry the hops ``caller`` makes (``order-service`` -> ``payment-service``); it first
+        waits for a scrape of them taken after ``end``, so counters read at ``end`` are complete.
+        """
+        from pytest_meshcheck.metrics.prom import Prom
+
+        end = end if end is not None else time.time()
+        labels = self.mesh.caller_proxy_labels(caller)
+        prom = Prom(self.mesh.prometheus_url, start=self.window_start, base_labels=labels)
+        prom.end = prom.wait_scraped_after(end, labels, timeout=15.0, latest=True)
+        return prom
+
+    def wait_for_hop_gauge(
+        self,
+        metric: str,
+        caller: str,
+        service: str,
+        *,
+        at_least: float | None = None,
+        at_most: float | None = None,
+        timeout: float = 10.0,
+    ) -> float:
+        """Like :meth:`wait_for_gauge`, summed over the sidecars of ``caller``'s pods towards ``service``.
+
+        Waits until the gauge is at least ``at_least`` (or at most ``at_most``) in a fresh scrape; returns the
+        last value read, which misses the bound when ``timeout`` passed first.
+        """
+        fqdn = self.mesh.topology.service(service).fqdn
+        deadline = time.monotonic() + timeout
+        while True:
+            prom = self.hop_prom(caller)
+            value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
+            reached = (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
+            if reached or time.monotonic() >= deadline:
+                return value
+
     # ------------------------------------------------------------------ recording
 
     def on_load(self, phase: LoadPhase) -> None:
@@ -940,6 +978,9 @@ class Scenario:
                 self.record.response_flags[flag] = self.record.response_flags.get(flag, 0) + count
         if not self.record.message and outcome == "passed":
             self.record.message = f"{len(self.record.checks)} check(s) held"
+        from pytest_meshcheck.report.sample_requests import collect_sample_requests
+
+        self.record.sample_requests = collect_sample_requests(self.mesh, self.started_at, self.record.ended_at)
         from pytest_meshcheck.report import write_scenario_report
 
         write_scenario_report(self.record, self.report_dir)

@@ -464,6 +464,14 @@ class KubeBackend:
         ns_label, pod_label = self._prom_labels
         return {ns_label: self.settings.namespace, pod_label: self.agent_pod}
 
+    def caller_proxy_labels(self, service: str) -> dict[str, str]:
+        """Prometheus labels of ``service``'s pods, whose Istio sidecars make its calls.
+
+        Istio's Prometheus addon copies the pod's ``app`` label onto every series it scrapes from the pod.
+        """
+        ns_label, _ = self._prom_labels
+        return {ns_label: self.settings.namespace, "app": self.topology.service(service).name}
+
     def wait_for_metrics(self, timeout: float = 60.0) -> float:
         """Wait until Prometheus has scraped the agent pod and every echo pod (``up == 1``).
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_meshcheck.lint.finding import Severity
 from pytest_meshcheck.lint.formats import FORMATS
-from pytest_meshcheck.lint.rules import PENDING, RULES
+from pytest_meshcheck.lint.rules import RULES
 from pytest_meshcheck.lint.run import LintOptions, LintUsageError, lint_paths
 
 EXIT_CLEAN = 0
@@ -68,7 +68,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _list_rules() -> str:
     rows = [f"{r.code}  {r.severity!s:<7}  {r.name}: {r.summary}" for r in RULES.values()]
-    rows += [f"(pending, needs the call graph) {name}: {what}" for name, what in PENDING]
     return "\n".join(rows) + "\n"
 
 

@@ -2,7 +2,8 @@
 
 Numbering: MC0xx input problems, MC10x route timing and faults, MC11x retry conditions, MC12x outlier
 detection, MC13x connection pools, MC14x fault injection, MC15x idempotency, MC16x duplicates,
-MC17x subsets, MC18x hosts. Every fact in ``why`` is from ``shared/notes/istio-translation.md``.
+MC17x subsets, MC18x hosts, MC19x call chains (topology ``calls``). Every fact in ``why`` is from
+``shared/notes/istio-translation.md``.
 """
 
 from __future__ import annotations
@@ -234,12 +235,33 @@ _ALL: tuple[Rule, ...] = (
         "Check the host name, or add the service to the topology.",
         issue="",
     ),
+    Rule(
+        "MC190",
+        "chained-timeouts",
+        Severity.WARNING,
+        "A caller's perTryTimeout (or route timeout) is shorter than the budget of a call it makes: the caller gives "
+        "up before its dependency may finish.",
+        "The caller's sidecar cuts the attempt at its own limit, but the dependency's sidecar keeps trying for up to "
+        "its route timeout (or perTryTimeout x tries): that work is wasted, and a retried cut starts it again. Calls "
+        "run in order, so their budgets add up.",
+        "Give each dependency a budget (route timeout, or perTryTimeout x tries) that fits inside its caller's "
+        "per-try limit, or raise the caller's perTryTimeout/timeout to cover the calls it makes.",
+        issue=_ISTIO + "6860",
+    ),
+    Rule(
+        "MC191",
+        "retry-amplification",
+        Severity.WARNING,
+        "Retries along a call chain multiply: 9 or more calls can reach a leaf service's application for one user "
+        "request.",
+        "Each hop's sidecar retries independently; an attempt that reaches a caller makes all its calls again, so "
+        "the tries multiply along the chain (attempts: 3 at two hops is 4 x 4 = 16 calls at the leaf). Only "
+        "retries of failures after the request was sent (5xx, gateway-error, reset, status codes, per-try "
+        "timeouts) multiply; connect-failure and refused-stream retries never reached the caller's application.",
+        "Retry at one hop only: keep retries at the edge and set inner hops to retryOn: "
+        "connect-failure,refused-stream (or attempts: 0), or the other way round.",
+        issue="https://github.com/envoyproxy/envoy/issues/31597",
+    ),
 )
 
 RULES: dict[str, Rule] = {rule.code: rule for rule in _ALL}
-
-# Rules that need the call graph (issue #9); listed so docs and `--list-rules` can say they are pending.
-PENDING = (
-    ("chained-timeouts", "a caller's route timeout shorter than the timeouts of the calls it makes downstream"),
-    ("retry-amplification", "retries at several hops multiplying into (attempts + 1)^hops tries at the leaf"),
-)

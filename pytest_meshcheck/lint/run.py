@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pytest_meshcheck.errors import MeshcheckError, PolicyError
 from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
+from pytest_meshcheck.lint.chains import check_chains
 from pytest_meshcheck.lint.context import DEFAULT_NON_IDEMPOTENT, LintContext
 from pytest_meshcheck.lint.destinations import check_destination_rules
 from pytest_meshcheck.lint.finding import Finding, Severity
@@ -110,6 +111,7 @@ def lint_paths(paths: Iterable[str | Path], options: LintOptions | None = None) 
     check_routes(ctx)
     check_destination_rules(ctx)
     check_hosts(ctx)
+    check_chains(ctx)
     notes: list[str] = []
     if not len(policies) and not findings:
         notes.append(f"{RULES['MC002'].code}: no VirtualService or DestinationRule found in {', '.join(given)}")

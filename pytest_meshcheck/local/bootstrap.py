@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_meshcheck.topology import Topology
+from pytest_meshcheck.translate.common import ROUTER_FILTER_NAME
 
 OUTBOUND_LISTENER = "outbound"
 GATEWAY_LISTENER = "gateway"
@@ -34,6 +35,7 @@ HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection
 # for UO/URX/UT/UH/FI/DI outcomes.
 ACCESS_LOG_FORMAT = {
     "start_time": "%START_TIME%",
+    "start": "%START_TIME(%s.%6f)%",
     "listener": "%ACCESS_LOG_TYPE%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
@@ -50,6 +52,32 @@ ACCESS_LOG_FORMAT = {
 }
 
 
+#: The router's per-attempt log, written beside a listener's access log (see :func:`attempt_log_path`).
+ATTEMPTS_LOG_NAME = "attempts.log"
+
+# One record per upstream attempt (the router's upstream log: Envoy writes it when the attempt ends,
+# retried or not), joined across sidecars by ``x-request-id``, which Envoy keeps on every retry and the
+# echo workloads forward on their calls. ``start`` has microseconds so a call made inside an attempt can
+# be placed under the right one. %UPSTREAM_REQUEST_ATTEMPT_COUNT% is not set on an attempt's own record
+# (Envoy 1.40 logs 0), so an attempt's number is its rank by start time within its request.
+ATTEMPT_LOG_FORMAT = {
+    "listener": "%ACCESS_LOG_TYPE%",
+    "log_type": "%ACCESS_LOG_TYPE%",
+    "start": "%START_TIME(%s.%6f)%",
+    "duration_ms": "%DURATION%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+}
+
+
 def _address(port: int) -> dict[str, Any]:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
@@ -63,7 +91,12 @@ def http_listener(
     access_log_path: Path,
     stat_prefix: str,
 ) -> dict[str, Any]:
-    """An HTTP/1.1 listener whose routes come from RDS, logging every request as JSON."""
+    """An HTTP/1.1 listener whose routes come from RDS, logging every request and every attempt as JSON.
+
+    The router of ``http_filters`` gets an upstream log (:func:`with_attempt_log`) writing to
+    :func:`attempt_log_path` of ``access_log_path``.
+    """
+    filters = with_attempt_log(http_filters, attempt_log_path(access_log_path), name)
     return {
         "name": name,
         "address": _address(port),
@@ -76,7 +109,7 @@ def http_listener(
                             "@type": HCM_TYPE,
                             "stat_prefix": stat_prefix,
                             "rds": {"route_config_name": route_config, "config_source": dict(rds_source)},
-                            "http_filters": [dict(f) for f in http_filters],
+                            "http_filters": filters,
                             # Istio sets no stream idle timeout on sidecars; Envoy's default of 5 min
                             # would end long delay scenarios early.
                             "stream_idle_timeout": "0s",
@@ -96,6 +129,43 @@ def http_listener(
             }
         ],
     }
+
+
+def attempt_log_path(access_log_path: Path) -> Path:
+    """Where the per-attempt log of a listener logging to ``access_log_path`` goes: the same directory."""
+    return access_log_path.with_name(ATTEMPTS_LOG_NAME)
+
+
+def with_attempt_log(http_filters: Sequence[Mapping[str, Any]], path: Path, listener: str) -> list[dict[str, Any]]:
+    """``http_filters`` with the router's upstream log (one JSON line per attempt) added.
+
+    This is observability, not translation: istiod's router has no upstream log (a mesh gets access logs
+    from the Telemetry API or ``meshConfig``), so the translated filters stay as istiod makes them and
+    only the local sidecars add it here. Envoy writes a record when an attempt ends, retried or final;
+    ``--file-flush-interval-msec`` (250 ms) bounds how long it stays buffered.
+
+    Raises:
+        ValueError: ``http_filters`` has no router entry to log from.
+    """
+    out = [dict(f) for f in http_filters]
+    routers = [i for i, f in enumerate(out) if f.get("name") == ROUTER_FILTER_NAME]
+    if not routers:
+        raise ValueError(f"http_filters has no {ROUTER_FILTER_NAME} entry to attach the per-attempt log to")
+    router = out[routers[-1]]
+    router["typed_config"] = {
+        **router.get("typed_config", {}),
+        "upstream_log": [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": FILE_LOG_TYPE,
+                    "path": str(path),
+                    "log_format": {"json_format": {**ATTEMPT_LOG_FORMAT, "listener": listener}},
+                },
+            }
+        ],
+    }
+    return out
 
 
 def bootstrap(

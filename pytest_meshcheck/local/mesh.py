@@ -44,6 +44,7 @@ from pytest_meshcheck.translate import build_clusters, build_route_config
 
 if TYPE_CHECKING:
     from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
+    from pytest_meshcheck.metrics.attempts import AttemptRecords
 
 
 def _policy_key(p: Any) -> tuple[str, str, str]:
@@ -466,6 +467,10 @@ class LocalMesh:
         """Prometheus labels of the sidecar Envoy's scrape target."""
         return {"meshcheck_target": "envoy"}
 
+    def caller_proxy_labels(self, service: str) -> dict[str, str]:
+        """Prometheus labels of the sidecars of ``service``'s pods: Istio's ``source_app`` of the hop."""
+        return {"source_app": self.topology.service(service).name}
+
     def describe(self) -> dict[str, str]:
         """Context facts for reports and the session header."""
         from pytest_meshcheck.local.envoy import envoy_version
@@ -524,3 +529,25 @@ class LocalMesh:
         done = sum(v for k, v in stats.items() if k.endswith("_completed"))
         ok = sum(v for k, v in stats.items() if k.endswith("_2xx"))
         return done, ok
+
+    def attempt_records(self, start: float, end: float) -> AttemptRecords:
+        """Every sidecar's calls and attempts that started in ``[start, end]``, ready for ``metrics.attempts.join``.
+
+        Waits until Envoy's 250 ms log flush after ``end`` has passed, as :meth:`response_flags` does.
+
+        Returns:
+            A :class:`pytest_meshcheck.metrics.attempts.AttemptRecords`.
+        """
+        from pytest_meshcheck.metrics.attempts import AttemptRecords
+
+        if self.client is None:
+            raise MeshSetupError("the local mesh is not running; use it inside 'with LocalMesh(...)'")
+        wait = end + 0.3 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        return AttemptRecords(
+            records=tuple(r for sc in self.sidecars for r in sc.log_records(start, end)),
+            client=self.client.name,
+            pods={sc.name: pod for pod, sc in self.pod_sidecars.items()},
+            hosts={f"{i.address}:{i.port}": i.name for i in self._instances},
+        )

@@ -61,6 +61,26 @@ class Sidecar:
         """The sidecar's JSON access log (flushed every 250 ms)."""
         return self.dir / "access.log"
 
+    @property
+    def attempts_log_path(self) -> Path:
+        """The router's per-attempt JSON log: one line per upstream attempt, retries included."""
+        return bs.attempt_log_path(self.access_log_path)
+
+    def log_records(self, start: float, end: float) -> list[Any]:
+        """The calls (``access.log``) and attempts (``attempts.log``) logged here that started in ``[start, end]``.
+
+        Envoy flushes both files every 250 ms: read them that long after ``end``.
+
+        Returns:
+            :class:`pytest_meshcheck.metrics.attempts.LogRecord` items, calls first.
+        """
+        from pytest_meshcheck.metrics.attempts import read_records
+
+        return [
+            *read_records(self.access_log_path, "call", self.name, start, end),
+            *read_records(self.attempts_log_path, "attempt", self.name, start, end),
+        ]
+
     def launch(self, binary: Path, resources: Resources) -> None:
         """Write the bootstrap and first xDS files, and start Envoy without waiting for it."""
         clusters, routes = resources

@@ -154,15 +154,25 @@ class Prom:
         """Increase of an ``envoy_cluster_*`` counter for one cluster, under either label convention."""
         return self.increase(cluster_selector(metric, cluster, {**self.base_labels, **(labels or {})}))
 
-    def wait_scraped_after(self, t: float, target_labels: Mapping[str, str], timeout: float = 10.0) -> float:
-        """Wait until Prometheus holds a sample of the target taken after unix time ``t``.
+    def wait_scraped_after(
+        self, t: float, target_labels: Mapping[str, str], timeout: float = 10.0, *, latest: bool = False
+    ) -> float:
+        """Wait until Prometheus holds a sample of every matching target taken after unix time ``t``.
 
         A counter read "at the end of the window" is only complete once a scrape happened after the
         last request; this waits for that scrape rather than sleeping a guessed interval. Used at the
         start of a window, the returned time is a baseline that precedes all of the window's traffic.
 
+        Args:
+            t: Unix time every target's last scrape must follow.
+            target_labels: Labels selecting the targets (several, for the sidecars of a service's pods).
+            timeout: Seconds to wait.
+            latest: Return the newest of the targets' scrapes instead of the oldest: the time to read a
+                window's end at, because an instant query there sees every target's scrape after ``t``
+                (at the oldest, a target scraped later still shows its sample from before ``t``).
+
         Returns:
-            Unix time of that scrape (the oldest among the matching targets).
+            Unix time of the oldest (or with ``latest``, the newest) of the targets' last scrapes.
 
         Raises:
             PromQueryError: No such scrape within ``timeout``.
@@ -175,7 +185,7 @@ class Prom:
             if samples:
                 last = min(s.value for s in samples)
                 if last >= t:
-                    return last
+                    return max(s.value for s in samples) if latest else last
             time.sleep(0.2)
         raise PromQueryError(
             f"Prometheus at {self.url} has no scrape of {dict(target_labels)} after t={t:.3f} "

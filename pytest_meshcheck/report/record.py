@@ -174,6 +174,8 @@ class ScenarioRecord:
             lists of ``[t, value]``.
         metric_deltas: Envoy counter increases over the scenario window, by metric name.
         response_flags: Access-log response flags (``URX``, ``UO``...) with counts.
+        sample_requests: A few user requests (failed, slowest, retried) with every attempt on every hop,
+            from the sidecars' per-attempt logs (:mod:`pytest_meshcheck.report.sample_requests`).
         started_at: Scenario start.
         ended_at: Scenario end.
         xfail_reason: For strict expected failures: why the claim cannot hold.
@@ -195,6 +197,7 @@ class ScenarioRecord:
     prom_series: dict[str, list[list[float]]] = field(default_factory=dict)
     metric_deltas: dict[str, float] = field(default_factory=dict)
     response_flags: dict[str, int] = field(default_factory=dict)
+    sample_requests: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     ended_at: float = 0.0
     xfail_reason: str = ""

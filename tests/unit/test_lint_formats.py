@@ -75,7 +75,7 @@ def test_sarif_results_match_findings(platform: LintResult) -> None:
 
 def test_json_lists_findings_with_rule_metadata(platform: LintResult) -> None:
     doc = json.loads(render_json(platform))
-    assert doc["summary"] == {"note": 0, "warning": 5, "error": 0}
+    assert doc["summary"] == {"note": 0, "warning": 9, "error": 0}
     first = doc["findings"][0]
     assert first["code"] == "MC121"
     assert first["line"] == 20
@@ -92,7 +92,7 @@ def test_text_groups_findings_by_file(platform: LintResult) -> None:
     assert [Path(h).name for h in headers] == ["circuit-breaker.yaml", "retry-timeout.yaml"]
     assert "  20: warning MC121 " in text
     assert "fix: " in text
-    assert lines[-1].startswith("5 finding(s): 0 error, 5 warning, 0 note")
+    assert lines[-1].startswith("9 finding(s): 0 error, 9 warning, 0 note")
 
 
 def test_invalid_files_render_in_every_format(broken: LintResult) -> None:

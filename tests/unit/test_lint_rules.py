@@ -216,8 +216,12 @@ def test_rule_positive_and_negative(
     assert code not in neg_found
 
 
+# Rules on the call graph need a topology with calls: their positive and negative cases are in test_lint_chains.py.
+TESTED_ELSEWHERE = {"MC002", "MC190", "MC191"}
+
+
 def test_every_rule_has_a_test_and_a_complete_description() -> None:
-    tested = {c[0] for c in CASES} | {"MC002"}
+    tested = {c[0] for c in CASES} | TESTED_ELSEWHERE
     assert tested == set(RULES)
     for rule in RULES.values():
         assert rule.summary
@@ -291,10 +295,18 @@ def test_missing_path_and_bad_version_are_usage_errors(tmp_path: Path) -> None:
 
 EXPECTED_PLATFORM = [
     ("circuit-breaker.yaml", 20, "MC121"),  # consecutiveErrors ignored since 1.7
+    # order's 2 s per try cuts inventory's 8 s route timeout (which starts only after payment's 15 s)...
+    ("retry-timeout.yaml", 22, "MC190"),
+    # ...and payment's 15 s route timeout (5 s x 4 tries would be 20 s: the 15 s binds)
+    ("retry-timeout.yaml", 22, "MC190"),
     ("retry-timeout.yaml", 24, "MC103"),  # order: 10s vs 2s x 4 tries: the route timeout never fires
     ("retry-timeout.yaml", 42, "MC103"),  # catalog: 5s vs 1s x 4 tries
+    # payment: order's 4 tries x payment's 4 (5xx,reset retry after the request was sent) = 16 calls; tied with
+    # order, so the hop nearest the leaf is reported
+    ("retry-timeout.yaml", 57, "MC191"),
     ("retry-timeout.yaml", 59, "MC150"),  # payment retries 5xx,reset after the request was sent
     ("retry-timeout.yaml", 60, "MC102"),  # payment: 15s < 5s x 4 tries: the last try never runs
+    ("retry-timeout.yaml", 75, "MC191"),  # inventory: order's 4 tries x inventory's 4 = 16 calls
 ]
 
 
@@ -302,34 +314,90 @@ def test_platform_policies_as_written_give_exactly_the_expected_findings() -> No
     found = lint_paths([platform_policies_dir()]).findings
     assert [(Path(f.file).name, f.line, f.code) for f in found] == EXPECTED_PLATFORM
     assert all(f.level is Severity.WARNING for f in found)
+    chain = [f.message for f in found if f.code in ("MC190", "MC191")]
+    assert "before inventory-service (GET /check)" in chain[0]
+    assert "its own budget is 8s" in chain[0]
+    assert "after the earlier calls' 15s" in chain[0]
+    assert "before payment-service (POST /pay)" in chain[1]
+    assert "its own budget is 15s" in chain[1]
+    assert chain[2].startswith("up to 16 calls reach payment-service's application")
+    assert chain[3].startswith("up to 16 calls reach inventory-service's application")
 
 
-CORRECTIONS = {
-    "consecutiveErrors: 5           # Open after 5 errors": "consecutive5xxErrors: 5        # Open after 5 errors",
-    "perTryTimeout: 2s              # Each attempt timeout": "perTryTimeout: 2.5s            # Each attempt timeout",
-}
+def corrected_platform(tmp_path: Path) -> Path:
+    """The platform's policies with the smallest edits that give zero findings (docs/reference/lint.md "Precision").
 
-
-def test_corrected_platform_policies_give_zero_findings(tmp_path: Path) -> None:
+    Order-service calls payment-service, then inventory-service, for every request (the default topology), so
+    the corrections must hold along that chain too.
+    """
     for src in platform_policies_dir().glob("*.yaml"):
         if not src.name.endswith(".meshcheck.yaml"):
             shutil.copy(src, tmp_path / src.name)
     cb = tmp_path / "circuit-breaker.yaml"
+    cb.write_text(cb.read_text().replace("consecutiveErrors: 5           #", "consecutive5xxErrors: 5        #"))
     rt = tmp_path / "retry-timeout.yaml"
-    text = cb.read_text()
-    for old, new in CORRECTIONS.items():
-        text = text.replace(old, new)
-    cb.write_text(text)
     docs = rt.read_text().split("---\n")
-    docs[0] = docs[0].replace("perTryTimeout: 2s ", "perTryTimeout: 2.5s")
-    docs[1] = docs[1].replace("perTryTimeout: 1s", "perTryTimeout: 1.25s")
-    # Payment: retry only failures before the request was sent, and let the 15 s timeout bound a slow try
-    # (a perTryTimeout that is not retried would just be a shorter timeout: MC104).
+    # Order: one attempt waits on payment and then inventory, so no per-try limit shorter than their budgets
+    # can hold (MC190), and 10 s / 4 tries leaves 2.5 s at most. Drop the per-try timeout: the 10 s route
+    # timeout, the user's budget, bounds the request (and MC103 no longer applies).
+    docs[0] = docs[0].replace("      perTryTimeout: 2s              # Each attempt timeout\n", "")
+    docs[1] = docs[1].replace("perTryTimeout: 1s", "perTryTimeout: 1.25s")  # catalog: 4 x 1.25 s = 5 s (MC103)
+    # Payment: retry only failures before the request was sent (MC150; it also ends 4 x 4 = 16 calls, MC191),
+    # without a per-try timeout, which would not be retried then (MC104). Its single real attempt gets the
+    # README's per-attempt 5 s as its route timeout, so that it fits in order's 10 s with inventory (MC190).
     docs[2] = (
         docs[2]
-        .replace("attempts: 3", "attempts: 2")
         .replace("retryOn: 5xx,reset,connect-failure,refused-stream", "retryOn: connect-failure,refused-stream")
         .replace("      perTryTimeout: 5s\n", "")
+        .replace("timeout: 15s", "timeout: 5s")
     )
+    # Inventory: 2 tries of the README's 2 s instead of 4: order's 4 tries x 2 = 8 calls stay under 9 (MC191), and
+    # they take 4 s, so 5 s + 4 s fit in order's 10 s with 1 s for order's own work (MC190). The route timeout
+    # follows the tries' 4 s (MC103).
+    docs[3] = docs[3].replace("attempts: 3", "attempts: 1").replace("timeout: 8s", "timeout: 4s")
     rt.write_text("---\n".join(docs))
-    assert lint_paths([tmp_path]).findings == []
+    return tmp_path
+
+
+def test_corrected_platform_policies_give_zero_findings(tmp_path: Path) -> None:
+    assert lint_paths([corrected_platform(tmp_path)]).findings == []
+
+
+INVENTORY = (
+    "attempts: 1\n      perTryTimeout: 2s\n      retryOn: 5xx,reset,connect-failure,refused-stream\n    timeout: 4s"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("consecutive5xxErrors: 5 ", "consecutiveErrors: 5 ", {"MC121"}),
+        ("perTryTimeout: 1.25s", "perTryTimeout: 1s", {"MC103"}),
+        # order's per-try timeout back: 2 s cannot hold payment's 5 s, nor payment's 5 s + inventory's 4 s
+        (
+            "      retryOn: 5xx,reset,connect-failure,refused-stream\n    timeout: 10s",
+            "      perTryTimeout: 2s\n      retryOn: 5xx,reset,connect-failure,refused-stream\n    timeout: 10s",
+            {"MC103", "MC190"},
+        ),
+        (
+            "retryOn: connect-failure,refused-stream\n    timeout: 5s",
+            "retryOn: 5xx,reset\n    timeout: 5s",
+            {"MC150", "MC191"},  # payment retries after the request was sent: order's 4 tries x 4 = 16 calls
+        ),
+        (
+            "retryOn: connect-failure,refused-stream\n    timeout: 5s",
+            "retryOn: connect-failure,refused-stream\n    timeout: 15s",
+            {"MC190"},  # payment's 15 s alone outlasts order's 10 s
+        ),
+        ("attempts: 1\n", "attempts: 3\n", {"MC102", "MC191"}),  # 4 x 4 = 16 inventory calls; 4 s < 4 x 2 s
+        ("timeout: 4s", "timeout: 8s", {"MC103"}),  # 2 tries x 2 s end by 4.03 s: 8 s never fires
+        (INVENTORY, INVENTORY.replace("1", "3").replace("4s", "8s"), {"MC190", "MC191"}),  # inventory as written
+    ],
+)
+def test_each_correction_matters(tmp_path: Path, old: str, new: str, expected: set[str]) -> None:
+    fixed = corrected_platform(tmp_path)
+    file = fixed / ("circuit-breaker.yaml" if "consecutive" in old else "retry-timeout.yaml")
+    text = file.read_text()
+    assert text.count(old) == 1, f"{old!r} must name exactly one place in {file.name}"
+    file.write_text(text.replace(old, new))
+    assert {f.code for f in lint_paths([fixed]).findings} == expected

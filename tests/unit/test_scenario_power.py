@@ -14,8 +14,10 @@ Run with ``-s`` to print the table the closing note quotes.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -113,11 +115,30 @@ def planned_rates(fn: Callable[..., None], kwargs: dict[str, Any], profile: str)
     try:
         fn(sc, **kwargs)
     except AttributeError:
-        # A timeline scenario (ejections, timeouts) drives the mesh itself; it has no rate claims to plan.
-        assert "check_rate" not in inspect.getsource(fn), f"{fn.__name__} decides a rate outside the planner"
+        # A timeline scenario (ejections, timeouts, call chains) drives the mesh itself. A rate it decides
+        # must be sized by the planner (requests_for), which test_imperative_rate_checks_meet_alpha_and_beta
+        # checks for the rates it names.
+        source = inspect.getsource(fn)
+        assert "check_rate" not in source or imperative_rates(fn), f"{fn.__name__} decides a rate outside the planner"
         return [], 0
     plan = sc.plan()
     return list(plan.rates), plan.n or 0
+
+
+def imperative_rates(fn: Callable[..., None]) -> list[tuple[float, str]]:
+    """``(expected, alternative)`` of every ``requests_for(<number>, alternative=<literal>)`` in ``fn``."""
+    out = []
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(fn)))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr != "requests_for" or not node.args or not isinstance(node.args[0], ast.Constant):
+            continue
+        alternative = "two-sided"
+        for k in node.keywords:
+            if k.arg == "alternative" and isinstance(k.value, ast.Constant):
+                alternative = str(k.value.value)
+        out.append((float(node.args[0].value), alternative))
+    return out
 
 
 def pass_probability(n: int, region: tuple[int, int], p: float) -> float:
@@ -164,6 +185,36 @@ def test_rate_checks_meet_alpha_and_beta(
     if profile == "ci":
         for row in rows:
             print(" | ".join(str(x) for x in row))
+
+
+IMPERATIVE_CASES = sorted(
+    {(case, rate) for case, fn, _, _ in SCENARIO_CASES for rate in imperative_rates(fn)}, key=lambda c: c[0]
+)
+
+
+def test_imperative_rate_scenarios_are_found() -> None:
+    assert any("test_scenario_1_corrected" in case for case, _ in IMPERATIVE_CASES)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize(("case", "rate"), IMPERATIVE_CASES, ids=[f"{c}{r}" for c, r in IMPERATIVE_CASES])
+def test_imperative_rate_checks_meet_alpha_and_beta(case: str, rate: tuple[float, str], profile: str) -> None:
+    """A scenario that drives the chain itself sizes its rate checks with requests_for and decides them with
+    check_rate, both under the run's rule: at the planned n the rule meets alpha (and beta, but for smoke)."""
+    expected, alternative = rate
+    sc = planning_scenario(profile)
+    n = sc.requests_for(expected, alternative=alternative)
+    from pytest_meshcheck.harness.declare import RateExpectation, success
+    from pytest_meshcheck.harness.plan import plan_rate
+
+    e = RateExpectation("rate", "claim", alternative, expected, None, "custom", success)  # type: ignore[arg-type]
+    rule = plan_rate(e, expected, None, alpha=ALPHA, beta=BETA, delta_scale=sc.delta_scale).rule
+    region = acceptance_region(n, rule.expected, rule.alternative, rule.alpha)
+    alpha = 1 - pass_probability(n, region, rule.expected)
+    beta = max(pass_probability(n, region, p) for p in rule.alternates())
+    assert alpha <= ALPHA, (case, alpha)
+    if profile != "smoke":
+        assert beta <= BETA, (case, beta)
 
 
 def test_a_claim_the_model_refutes_is_planned_to_fail() -> None:

@@ -60,7 +60,8 @@ class AdminApp:
         elif path == b"/stats":
             self._json(conn, 200, echo.stats_doc())
         elif path == b"/ledger":
-            self._json(conn, 200, {"ledger": echo.ledger.summary(), "requests": echo.ledger.counts()})
+            doc = {"scope": echo.ledger_scope, "ledger": echo.ledger.summary(), "requests": echo.ledger.counts()}
+            self._json(conn, 200, doc)
         elif path == b"/metrics":
             conn.respond(
                 200, b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n", echo.metrics_text().encode()
@@ -162,7 +163,8 @@ class HostAdmin:
         service = (parse_qs(query.decode("latin-1")).get("service") or [""])[0]
         for app in self.apps.values():
             if app.identity.service == service:
-                json_response(conn, 200, {"ledger": app.ledger.summary(), "requests": app.ledger.counts()})
+                doc = {"scope": app.ledger_scope, "ledger": app.ledger.summary(), "requests": app.ledger.counts()}
+                json_response(conn, 200, doc)
                 return
         known = sorted({a.identity.service for a in self.apps.values()})
         json_response(conn, 404, {"error": f"no service {service!r} in this host; ?service= one of {known}"})

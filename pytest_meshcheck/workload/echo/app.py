@@ -41,6 +41,8 @@ class EchoApp:
         self.calls = calls
         self.outbound = outbound if outbound is not None else Outbound()
         self.ledger = ledger if ledger is not None else Ledger()
+        #: ``service`` when every instance of the service in this process shares :attr:`ledger` (a host).
+        self.ledger_scope = "instance" if ledger is None else "service"
         self._tasks: set[asyncio.Task[None]] = set()
         self.counters = Counters()
         self.chaos = Chaos()

@@ -67,7 +67,8 @@ async def serve(opts: Options) -> int:
         for inst in opts.spec.instances:
             seed = inst.seed if inst.seed is not None else random.SystemRandom().getrandbits(63)
             ident = inst.identity
-            ledger = ledgers.setdefault((ident.namespace, ident.service), Ledger())
+            # A host's instances of one service share a ledger, as replicas share a database; a pod keeps its own.
+            ledger = None if opts.spec.single else ledgers.setdefault((ident.namespace, ident.service), Ledger())
             app = EchoApp(
                 ident, random.Random(seed), seed, calls=inst.calls, outbound=Outbound(inst.outbound), ledger=ledger
             )
