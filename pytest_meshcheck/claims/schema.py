@@ -51,9 +51,13 @@ EXPECT_KEYS = (
     "no_duplicate_execution",
     "calls_per_request",
 )
-# Claims about what happens behind the called service: they need the call graph of issue #9.
+# Claims about what happens behind the called service, along the topology's call graph: claims files cannot
+# state them yet; Python scenarios can (scenarios/test_call_graph.py, pytest_meshcheck.harness.chain).
 CALL_GRAPH_KEYS = ("no_duplicate_execution", "calls_per_request")
-CALL_GRAPH_MESSAGE = "needs the call graph (issue #9), not supported yet"
+CALL_GRAPH_MESSAGE = (
+    "is a call-graph claim, which claims files do not support yet (write it in Python with "
+    "pytest_meshcheck.harness.chain.LedgerWindow, as scenarios/test_call_graph.py does)"
+)
 FAULT_KINDS = ("error", "latency", "reset")
 ROLES = ("claim", "model", "evidence")
 # Client-side counts an Envoy counter may be compared with (see Scenario.expect_counter).

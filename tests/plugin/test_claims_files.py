@@ -21,6 +21,7 @@ import pytest
 
 import pytest_meshcheck.plugin
 from pytest_meshcheck.claims.compile import compile_file
+from pytest_meshcheck.claims.schema import CALL_GRAPH_MESSAGE
 from pytest_meshcheck.cli import platform_policies_dir
 
 # Imported here, before any in-process pytester run: pytester forgets the modules a run imported, and numpy
@@ -276,8 +277,8 @@ def test_a_schema_error_is_a_collection_error_naming_file_line_key_and_fix(
             "2 problems in the claims file:",
             "  c.meshcheck.yaml:10 claims[0].fault.rate: 1.5 is not a rate above 0 and at most 1; fix: use e.g. 0.5",
             glob(
-                "  c.meshcheck.yaml:25 claims[4].expect.no_duplicate_execution: no_duplicate_execution needs the call "
-                "graph (issue #9), not supported yet; fix: "
+                "  c.meshcheck.yaml:25 claims[4].expect.no_duplicate_execution: no_duplicate_execution "
+                f"{CALL_GRAPH_MESSAGE}; fix: "
             )
             + "*",
         ]

@@ -15,7 +15,7 @@ from pytest_meshcheck.claims.compile import (
     compile_file,
     overlay,
 )
-from pytest_meshcheck.claims.schema import ClaimsError
+from pytest_meshcheck.claims.schema import CALL_GRAPH_MESSAGE, ClaimsError
 from pytest_meshcheck.cli import platform_policies_dir
 from pytest_meshcheck.policy import PolicySet, load_policies, load_policy_text
 
@@ -367,14 +367,13 @@ def test_call_graph_claims_are_rejected_until_issue_9(tmp_path: Path) -> None:
     got = errors(tmp_path, body)
 
     assert got == [
-        "c.meshcheck.yaml:7 claims[0].call_path: a call path through several services needs the call graph "
-        "(issue #9), not supported yet; fix: name the service the client calls with service: (its sidecar applies "
-        "the policies)",
-        "c.meshcheck.yaml:10 claims[0].expect.no_duplicate_execution: no_duplicate_execution needs the call graph "
-        "(issue #9), not supported yet; fix: remove it; what the caller's sidecar sees is claimable now: "
+        f"c.meshcheck.yaml:7 claims[0].call_path: a call path through several services {CALL_GRAPH_MESSAGE}; "
+        "fix: name the service the client calls with service: (its sidecar applies the policies)",
+        f"c.meshcheck.yaml:10 claims[0].expect.no_duplicate_execution: no_duplicate_execution {CALL_GRAPH_MESSAGE}; "
+        "fix: remove it; what the caller's sidecar sees is claimable now: "
         "every_request.max_attempts bounds the upstream tries of each request",
-        "c.meshcheck.yaml:11 claims[0].expect.calls_per_request: calls_per_request needs the call graph (issue #9), "
-        "not supported yet; fix: remove it; what the caller's sidecar sees is claimable now: "
+        f"c.meshcheck.yaml:11 claims[0].expect.calls_per_request: calls_per_request {CALL_GRAPH_MESSAGE}; "
+        "fix: remove it; what the caller's sidecar sees is claimable now: "
         "every_request.max_attempts bounds the upstream tries of each request",
     ]
 

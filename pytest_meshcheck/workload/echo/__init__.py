@@ -13,8 +13,16 @@ Serving port (HTTP/1.1, keep-alive, any method and path):
     ``?codes=503:1,200:3`` (weighted status), ``?delay=250ms`` (Go duration), ``?headers=name:value,...``.
     An invalid override gets ``400`` with a message naming the parameter.
 
+Calls (``--calls JSON``): for every request, the instance calls each dependency in order (through
+    ``--outbound HOST:PORT``, its pod's sidecar, or the dependency's own authority in a pod), propagating
+    ``x-request-id``; a failed call (non-2xx, or no answer: 502) makes the answer that status with
+    ``x-meshcheck-failed-hop``, unless its ``on_error`` says ``ignore`` or another status.
+
 Admin port (separate listener, loopback by default):
-    ``GET /healthz``; ``GET|PUT|DELETE /chaos``; ``GET /stats`` (JSON); ``GET /metrics`` (Prometheus text).
+    ``GET /healthz``; ``GET|PUT|DELETE /chaos``; ``GET /stats`` (JSON); ``GET /metrics`` (Prometheus text);
+    ``GET /ledger`` (attempts and executions per ``x-request-id``). A workload host (``--host-spec FILE``,
+    many instances in one process) serves each instance's admin API below ``/instances/<name>``, and at the
+    root ``GET /metrics`` for all, ``GET /instances``, ``GET /ledger?service=S`` and ``PUT /outbound``.
     The chaos document is ``{"error": {"status": 503, "probability": 0.5}, "latency": {"delay_ms": 200,
     "probability": 1.0}, "reset": {"probability": 0.3}}``; any subset, ``probability`` defaults to 1.0, and a
     PUT replaces the whole state.
@@ -34,6 +42,9 @@ Modules, one concept each:
 - :mod:`.replica`: who the replica is and what it counts.
 - :mod:`.metrics`: the counters in the Prometheus text format.
 - :mod:`.connection`: the HTTP/1.1 server connection both ports use.
+- :mod:`.calls`: the dependency calls and the HTTP/1.1 client that makes them.
+- :mod:`.ledger`: attempts and executions per logical request.
+- :mod:`.host_spec`: the instance list of a workload host.
 - :mod:`.app` and :mod:`.admin`: the serving-port and admin-port handlers.
 - :mod:`.ready`: the ready line, printed here and parsed by whoever started the process.
 - :mod:`.parent`: exiting when the parent process is gone.
