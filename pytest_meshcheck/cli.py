@@ -290,6 +290,11 @@ async def _serve(
             print(f"  sidecar     {mesh.sidecar_url}   (set Host: <service>)")
             print(f"  prometheus  {mesh.prometheus_url}")
             print(f"  envoy admin {mesh.envoy_admin_url}")
+            for caller in mesh.topology.callers:
+                calls = ", then ".join(f"{c.service} {c.method} {c.path}" for c in caller.calls)
+                print(
+                    f"  calls       {caller.name} -> {calls}   (through each of its {caller.replicas} pods' sidecars)"
+                )
             print("meshcheck: press Ctrl-C to stop", flush=True)
 
         async def announce_first_scrape() -> None:
