@@ -21,7 +21,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -225,6 +225,39 @@ class LocalMesh:
         if self.workloads is None:
             raise MeshSetupError("the local mesh is not running")
         return self.workloads.ledger(service)
+
+    @contextlib.contextmanager
+    def killed(self, *instances: str) -> Iterator[None]:
+        """Kill instances as dead pods for the ``with`` block, then bring them back on the same ports.
+
+        A killed instance's port refuses connections and its open connections are reset, while the other
+        instances of its workload host go on serving; on leaving the block (error or Ctrl-C included) each
+        listens again.
+
+        Raises:
+            MeshSetupError: An unknown instance, or the host refused.
+        """
+        known = {i.name: i for i in self._instances}
+        unknown = [n for n in instances if n not in known]
+        if unknown:
+            raise MeshSetupError(f"no instance {unknown[0]!r} in this mesh; instances: {', '.join(sorted(known))}")
+        done: list[str] = []
+        try:
+            for name in instances:
+                self._set_serving(known[name], False)
+                done.append(name)
+            yield
+        finally:
+            for name in done:
+                self._set_serving(known[name], True)
+
+    @staticmethod
+    def _set_serving(inst: WorkloadInstance, serving: bool) -> None:
+        import httpx
+
+        resp = httpx.put(f"{inst.admin_url}/serving", json={"serving": serving}, timeout=10.0)
+        if resp.status_code != 200:
+            raise MeshSetupError(f"workload host refused to set {inst.name} serving={serving}: {resp.text}")
 
     # ----------------------------------------------------------------- envoy
 

@@ -16,7 +16,7 @@ HTTP API (JSON bodies)::
     GET  /sidecar/stats?filter=RE       the sidecar's counters matching RE (Envoy /stats?format=json)
     GET  /sidecar/server_info           the sidecar's Envoy /server_info
     ANY  /workload/<ip>:<port>/<ep>     relayed to a workload's admin endpoint <ep> (chaos, stats,
-                                        metrics, healthz) on --workload-admin-port only
+                                        metrics, healthz, ledger) on --workload-admin-port only
 
 A load job is ``{"url": "http://order-service:8084/", "host": "order-service:8084", "headers": {},
 "method": "GET", "profile": {"kind": "open", "rate": 50, "duration": 2, "max_requests": 100,
@@ -57,7 +57,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 READY_PREFIX = "MESHCHECK_AGENT_READY "
-WORKLOAD_ENDPOINTS = ("chaos", "stats", "metrics", "healthz")
+#: The echo admin endpoints relayed; ``ledger`` is the pod's execution ledger (``scope: instance``), which the
+#: harness sums over a service's pods.
+WORKLOAD_ENDPOINTS = ("chaos", "stats", "metrics", "healthz", "ledger")
 _MAX_BODY = 1024 * 1024
 _ENVOY_TIMEOUT = 5.0
 _WORKLOAD_TIMEOUT = 5.0

@@ -174,3 +174,22 @@ def test_a_bad_host_spec_exits_2_naming_the_entry(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "instances[0].calls[0].authority: required" in done.stderr
+
+
+def test_a_killed_instance_refuses_connections_until_revived_on_the_same_port(host: Host) -> None:
+    with httpx.Client(timeout=5) as c:
+        kept = httpx.Client(timeout=5)
+        assert kept.get(host.url("pay-v1-1")).status_code == 200  # a keep-alive connection to the victim
+        r = c.put(f"{host.admin}/instances/pay-v1-1/serving", json={"serving": False})
+        assert r.json() == {"instance": "pay-v1-1", "serving": False}
+        with pytest.raises(httpx.TransportError):
+            httpx.get(host.url("pay-v1-1"), timeout=5)  # refused: nothing listens on its port
+        with pytest.raises(httpx.TransportError):
+            kept.get(host.url("pay-v1-1"))  # its open connection was dropped too
+        kept.close()
+        assert c.get(host.url("pay-v1-0")).status_code == 200  # its neighbours in the host never noticed
+        assert c.get(f"{host.admin}/instances/pay-v1-1/serving").json()["serving"] is False
+        r = c.put(f"{host.admin}/instances/pay-v1-1/serving", json={"serving": True})
+        assert r.json() == {"instance": "pay-v1-1", "serving": True}
+        assert c.get(host.url("pay-v1-1")).json()["instance"] == "pay-v1-1"
+        assert c.put(f"{host.admin}/instances/pay-v1-1/serving", json={"serving": "no"}).status_code == 400

@@ -89,3 +89,25 @@ def test_an_update_envoy_refuses_is_rolled_back_in_every_sidecar(mesh: LocalMesh
     assert [payment_retries(sc) for sc in mesh.sidecars] == [2] * len(mesh.sidecars)
     mesh.apply(payment_vs(3))  # not wedged
     assert [payment_retries(sc) for sc in mesh.sidecars] == [3] * len(mesh.sidecars)
+
+
+def test_a_killed_replica_is_a_dead_pod_to_every_sidecar_and_comes_back(mesh: LocalMesh) -> None:
+    import httpx
+
+    mesh.replace_all(PolicySet())
+    victim = mesh.instances("payment-service")[0]
+    with mesh.killed(victim.name):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{victim.port}/", timeout=5)
+        # Through the client's sidecar, Istio's default retry policy retries a refused connection on
+        # another replica, so payment-service still answers, never from the dead one.
+        served = {
+            httpx.get(mesh.sidecar_url, headers={"Host": mesh.host_header("payment-service")}, timeout=5).headers[
+                "x-meshcheck-instance"
+            ]
+            for _ in range(20)
+        }
+        assert victim.name not in served
+    assert httpx.get(f"http://127.0.0.1:{victim.port}/", timeout=5).json()["instance"] == victim.name
+    with pytest.raises(MeshSetupError, match="no instance 'nope'"), mesh.killed("nope"):
+        pass

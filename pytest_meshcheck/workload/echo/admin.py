@@ -5,14 +5,18 @@ A pod's replica answers at the root; a workload host answers for each instance b
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from pytest_meshcheck.workload.echo.app import EchoApp
 from pytest_meshcheck.workload.echo.chaos import Chaos, decode_chaos_body
 from pytest_meshcheck.workload.echo.connection import HttpConnection, Request
 from pytest_meshcheck.workload.echo.metrics import metrics_text
+
+if TYPE_CHECKING:
+    from pytest_meshcheck.workload.echo.listeners import Listeners
 
 _JSON = b"content-type: application/json\r\n"
 _ADMIN_ROUTES = {
@@ -106,12 +110,15 @@ class HostAdmin:
     that knows an instance's admin base URL works the same against a pod or a host. At the root:
     ``GET /metrics`` (every instance, one scrape target), ``GET /instances``, ``GET /ledger?service=S`` (the
     service's shared ledger) and ``PUT /outbound`` (``{"<instance>": "HOST:PORT"}``: where each instance's
-    calls go, set once its pod's sidecar listens).
+    calls go, set once its pod's sidecar listens). ``GET|PUT /instances/<name>/serving`` (``{"serving": false}``
+    kills the instance as a dead pod: its port refuses connections and its connections are reset; ``true``
+    listens on the same port again).
     """
 
-    def __init__(self, apps: dict[str, EchoApp], ports: dict[str, int]) -> None:
+    def __init__(self, apps: dict[str, EchoApp], ports: dict[str, int], listeners: Listeners | None = None) -> None:
         self.apps = apps
         self.ports = ports
+        self.listeners = listeners
         self._admins = {name: AdminApp(app) for name, app in apps.items()}
 
     def on_connection(self) -> None:  # noqa: D102
@@ -127,9 +134,13 @@ class HostAdmin:
         path, _, query = req.target.partition(b"?")
         if path.startswith(b"/instances/"):
             name, _, rest = path[len(b"/instances/") :].partition(b"/")
-            admin = self._admins.get(unquote(name.decode("latin-1")))
+            instance = unquote(name.decode("latin-1"))
+            admin = self._admins.get(instance)
             if admin is None:
                 json_response(conn, 404, {"error": f"no instance {name.decode('latin-1')!r} in this host"})
+                return
+            if rest == b"serving" and self.listeners is not None:
+                self._serving(conn, req, instance, self.listeners)
                 return
             admin.handle_at(conn, req, b"/" + rest)
             return
@@ -158,6 +169,35 @@ class HostAdmin:
             self._ledger(conn, query)
         else:
             self._outbound(conn, req.body)
+
+    @staticmethod
+    def _serving(conn: HttpConnection, req: Request, instance: str, listeners: Listeners) -> None:
+        if req.method in (b"GET", b"HEAD"):
+            json_response(conn, 200, {"instance": instance, "serving": listeners.serving(instance)})
+            return
+        if req.method != b"PUT":
+            conn.respond(405, _JSON + b"allow: GET, PUT\r\n", b'{"error": "serving accepts GET, PUT"}')
+            return
+        try:
+            doc = json.loads(req.body.decode("utf-8"))
+            if not isinstance(doc, dict) or set(doc) != {"serving"} or not isinstance(doc["serving"], bool):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            json_response(conn, 400, {"error": 'body must be {"serving": true} or {"serving": false}'})
+            return
+        if not doc["serving"]:
+            listeners.kill(instance)
+            json_response(conn, 200, {"instance": instance, "serving": False})
+            return
+
+        def revived(task: asyncio.Task[None]) -> None:
+            exc = task.exception()
+            if exc is not None:
+                json_response(conn, 409, {"error": f"cannot listen on {instance}'s port again: {exc}"})
+            else:
+                json_response(conn, 200, {"instance": instance, "serving": True})
+
+        asyncio.ensure_future(listeners.revive(instance)).add_done_callback(revived)
 
     def _ledger(self, conn: HttpConnection, query: bytes) -> None:
         service = (parse_qs(query.decode("latin-1")).get("service") or [""])[0]

@@ -14,7 +14,6 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Callable
 
 from pytest_meshcheck.procfs import proc_stat
 from pytest_meshcheck.workload.echo.admin import AdminApp, HostAdmin
@@ -23,6 +22,7 @@ from pytest_meshcheck.workload.echo.calls import Outbound
 from pytest_meshcheck.workload.echo.cli import Options, parse_args
 from pytest_meshcheck.workload.echo.connection import Handler, HttpConnection
 from pytest_meshcheck.workload.echo.ledger import Ledger
+from pytest_meshcheck.workload.echo.listeners import Listeners
 from pytest_meshcheck.workload.echo.parent import parent_alive, set_parent_death_signal, watch_parent
 from pytest_meshcheck.workload.echo.ready import ReadyInfo, ready_line
 
@@ -42,10 +42,6 @@ def _bind(host: str, port: int, option: str) -> socket.socket:
     except OSError as exc:
         print(f"echo: cannot listen on {host}:{port} ({option}): {exc}", file=sys.stderr)
         raise
-
-
-def _factory(app: EchoApp, connections: set[HttpConnection]) -> Callable[[], HttpConnection]:
-    return lambda: HttpConnection(app, keep_body=False, registry=connections)
 
 
 async def serve(opts: Options) -> int:
@@ -88,14 +84,12 @@ async def serve(opts: Options) -> int:
             file=sys.stderr,
         )
     ports = {app.identity.instance: sock.getsockname()[1] for app, sock in sockets}
-    servers = [
-        await loop.create_server(_factory(app, connections), sock=sock, backlog=_BACKLOG) for app, sock in sockets
-    ]
-    admin: Handler = AdminApp(next(iter(apps.values()))) if opts.spec.single else HostAdmin(apps, ports)
-    servers.append(
-        await loop.create_server(
-            lambda: HttpConnection(admin, keep_body=True, registry=connections), sock=admin_sock, backlog=_BACKLOG
-        )
+    listeners = Listeners(apps, {app.identity.instance: sock.getsockname()[:2] for app, sock in sockets})
+    for app, sock in sockets:
+        await listeners.serve(app.identity.instance, sock)
+    admin: Handler = AdminApp(next(iter(apps.values()))) if opts.spec.single else HostAdmin(apps, ports, listeners)
+    admin_server = await loop.create_server(
+        lambda: HttpConnection(admin, keep_body=True, registry=connections), sock=admin_sock, backlog=_BACKLOG
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,8 +109,8 @@ async def serve(opts: Options) -> int:
     except BrokenPipeError:
         pass  # nobody reads the ready line; keep serving
     await stop.wait()
-    for server in servers:
-        server.close()
+    admin_server.close()
+    listeners.close()
     for conn in list(connections):
         conn.close()
     for app in apps.values():
