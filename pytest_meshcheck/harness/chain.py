@@ -22,22 +22,32 @@ from pytest_meshcheck.errors import ChaosError
 Counts = dict[str, tuple[int, int]]
 
 
-def read_ledger(mesh: MeshBackend, service: str, *, client: httpx.Client | None = None) -> Counts:
-    """``{request_id: (attempts, executions)}`` of ``service``, merged over its instances.
+Marks = dict[str, int]
+# Larger than any ledger's sequence: asks for the sequence numbers only, no request ids.
+_NOTHING = 2**62
+
+
+def read_ledger(
+    mesh: MeshBackend, service: str, *, client: httpx.Client | None = None, since: Marks | None = None
+) -> tuple[Counts, Marks]:
+    """``{request_id: (attempts, executions)}`` of ``service``, merged over its instances, and each ledger's mark.
 
     A workload host answers every instance of a service with one shared ledger (``scope: service``), read
-    once; pods each keep their own (``scope: instance``), summed here.
+    once; pods each keep their own (``scope: instance``), summed here. With ``since`` (the marks of an
+    earlier read) only the request ids changed after it are sent.
 
     Raises:
         ChaosError: An instance's admin endpoint cannot be read.
     """
     http = client or httpx.Client(timeout=10.0)
     merged: Counts = {}
+    marks: Marks = {}
     shared_read = False
     try:
         for inst in mesh.instances(service):
+            mark = _NOTHING if since is None else since.get(inst.name, 0)
             try:
-                resp = http.get(f"{inst.admin_url}/ledger")
+                resp = http.get(f"{inst.admin_url}/ledger", params={"since": str(mark)})
                 resp.raise_for_status()
             except httpx.HTTPError as exc:
                 raise ChaosError(f"cannot read the execution ledger of {inst.name} at {inst.admin_url}: {exc}") from exc
@@ -46,13 +56,14 @@ def read_ledger(mesh: MeshBackend, service: str, *, client: httpx.Client | None 
                 if shared_read:
                     continue
                 shared_read = True
+            marks[inst.name] = int(doc["ledger"]["seq"])
             for rid, (attempts, executions) in doc["requests"].items():
                 a, e = merged.get(rid, (0, 0))
                 merged[rid] = (a + int(attempts), e + int(executions))
     finally:
         if client is None:
             http.close()
-    return merged
+    return merged, marks
 
 
 @dataclass(frozen=True)
@@ -112,19 +123,22 @@ class LedgerWindow:
         self.entry = entry
         self.services = [s for s in services if s != entry]
         self._client = httpx.Client(timeout=10.0)
-        self._before = {s: read_ledger(mesh, s, client=self._client) for s in (entry, *self.services)}
+        # Only the ledgers' sequence marks: request ids are new per user request (Envoy's UUIDs), so
+        # whatever changed after the marks belongs to this window, and nothing before it is sent.
+        self._marks = {s: read_ledger(mesh, s, client=self._client)[1] for s in (entry, *self.services)}
 
     def close(self) -> ChainCounts:
         """Read the ledgers again; count the user requests that reached the entry since the snapshot."""
         try:
-            now = {s: read_ledger(self.mesh, s, client=self._client) for s in (self.entry, *self.services)}
+            now = {
+                s: read_ledger(self.mesh, s, client=self._client, since=self._marks[s])[0]
+                for s in (self.entry, *self.services)
+            }
         finally:
             self._client.close()
 
         def delta(service: str, rid: str) -> tuple[int, int]:
-            a, e = now[service].get(rid, (0, 0))
-            a0, e0 = self._before[service].get(rid, (0, 0))
-            return a - a0, e - e0
+            return now[service].get(rid, (0, 0))
 
         requests = tuple(rid for rid in now[self.entry] if delta(self.entry, rid)[0] > 0)
         attempts: dict[str, npt.NDArray[np.int64]] = {}

@@ -54,6 +54,7 @@ def test_ledger_counts_repeats_and_duplicates_and_stays_bounded() -> None:
     ledger.execute(b"r1")
     ledger.execute(b"r1")
     assert ledger.counts() == {"r1": [2, 2], "r2": [1, 0]}
+    assert ledger.counts(since=ledger.summary()["seq"] - 2) == {"r1": [2, 2]}  # changed by the last two
     assert ledger.summary()["repeat_attempts"] == 1
     assert ledger.summary()["duplicate_executions"] == 1
     ledger.attempt(b"r3")  # the oldest id is forgotten

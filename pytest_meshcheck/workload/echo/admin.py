@@ -64,7 +64,8 @@ class AdminApp:
         elif path == b"/stats":
             self._json(conn, 200, echo.stats_doc())
         elif path == b"/ledger":
-            doc = {"scope": echo.ledger_scope, "ledger": echo.ledger.summary(), "requests": echo.ledger.counts()}
+            since = _since(req.target.partition(b"?")[2])
+            doc = {"scope": echo.ledger_scope, "ledger": echo.ledger.summary(), "requests": echo.ledger.counts(since)}
             self._json(conn, 200, doc)
         elif path == b"/metrics":
             conn.respond(
@@ -87,6 +88,12 @@ class AdminApp:
     @staticmethod
     def _json(conn: HttpConnection, status: int, doc: dict[str, Any]) -> None:
         json_response(conn, status, doc)
+
+
+def _since(query: bytes) -> int:
+    """``?since=N`` of a ledger request: only ids changed after sequence N (0, everything, when absent)."""
+    value = (parse_qs(query.decode("latin-1")).get("since") or ["0"])[0]
+    return int(value) if value.isdigit() else 0
 
 
 def json_response(conn: HttpConnection, status: int, doc: dict[str, Any]) -> None:
@@ -201,9 +208,11 @@ class HostAdmin:
 
     def _ledger(self, conn: HttpConnection, query: bytes) -> None:
         service = (parse_qs(query.decode("latin-1")).get("service") or [""])[0]
+        since = _since(query)
         for app in self.apps.values():
             if app.identity.service == service:
-                doc = {"scope": app.ledger_scope, "ledger": app.ledger.summary(), "requests": app.ledger.counts()}
+                ledger = app.ledger
+                doc = {"scope": app.ledger_scope, "ledger": ledger.summary(), "requests": ledger.counts(since)}
                 json_response(conn, 200, doc)
                 return
         known = sorted({a.identity.service for a in self.apps.values()})

@@ -20,7 +20,9 @@ class Ledger:
 
     def __init__(self, capacity: int = LEDGER_CAPACITY) -> None:
         self.capacity = capacity
+        # request id -> [attempts, executions, sequence number of its last change]
         self._entries: OrderedDict[bytes, list[int]] = OrderedDict()
+        self.seq = 0
         self.attempts = 0
         self.executions = 0
         self.repeat_attempts = 0
@@ -28,12 +30,14 @@ class Ledger:
         self.forgotten = 0
 
     def _entry(self, request_id: bytes) -> list[int]:
+        self.seq += 1
         entry = self._entries.get(request_id)
         if entry is None:
-            entry = self._entries[request_id] = [0, 0]
+            entry = self._entries[request_id] = [0, 0, 0]
             if len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
                 self.forgotten += 1
+        entry[2] = self.seq
         return entry
 
     def attempt(self, request_id: bytes | None) -> None:
@@ -56,9 +60,13 @@ class Ledger:
             self.duplicate_executions += 1
         entry[1] += 1
 
-    def counts(self) -> dict[str, list[int]]:
-        """``{request_id: [attempts, executions]}`` for every remembered id."""
-        return {rid.decode("latin-1"): list(v) for rid, v in self._entries.items()}
+    def counts(self, since: int = 0) -> dict[str, list[int]]:
+        """``{request_id: [attempts, executions]}`` for every remembered id changed after sequence ``since``.
+
+        A test reads the sequence (:meth:`summary`) before its load and only what changed after it, so a
+        long session's ledger is never sent whole.
+        """
+        return {rid.decode("latin-1"): v[:2] for rid, v in self._entries.items() if v[2] > since}
 
     def summary(self) -> dict[str, int]:
         """The ledger's totals."""
@@ -69,4 +77,5 @@ class Ledger:
             "duplicate_executions": self.duplicate_executions,
             "request_ids": len(self._entries),
             "forgotten": self.forgotten,
+            "seq": self.seq,
         }
