@@ -19,6 +19,7 @@ from pytest_meshcheck.lint.run import LintOptions, LintResult, lint_paths
 from pytest_meshcheck.policy.loader import YAML_SUFFIXES
 
 _MARKER = "networking.istio.io"
+_OPTIONS_KEY = pytest.StashKey[LintOptions]()
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -27,6 +28,28 @@ def _option(config: pytest.Config, name: str) -> Any:
         return config.getoption(name)
     except ValueError:
         return None
+
+
+def lint_options(config: pytest.Config) -> LintOptions:
+    """The topology and Istio version of this run, so that lint and scenarios judge the same platform.
+
+    They come from the run's settings (``--mesh-topology`` / ``$PYTEST_MESHCHECK_TOPOLOGY`` / ini
+    ``mesh_topology``, and likewise ``mesh_istio_version``), validated by :func:`settings.resolve`, which
+    raises a ``pytest.UsageError`` naming the option and the fix for a bad value. Resolved once per run.
+    """
+    cached = config.stash.get(_OPTIONS_KEY, None)
+    if cached is None:
+        from pytest_meshcheck.settings import resolve
+
+        try:
+            settings = resolve(config)
+        except ValueError:
+            # The settings' ini keys are not registered: the lint collector is used without the plugin.
+            cached = LintOptions(_option(config, "mesh_topology"), _option(config, "mesh_istio_version"))
+        else:
+            cached = LintOptions(settings.topology, settings.istio_version)
+        config.stash[_OPTIONS_KEY] = cached
+    return cached
 
 
 def collect_lint_file(file_path: Path, parent: pytest.Collector) -> LintFile | None:
@@ -60,8 +83,7 @@ class LintItem(pytest.Item):
 
     def runtest(self) -> None:
         """Lint the file."""
-        opts = LintOptions(_option(self.config, "mesh_topology"), _option(self.config, "mesh_istio_version"))
-        result: LintResult = lint_paths([self.path], opts)
+        result: LintResult = lint_paths([self.path], lint_options(self.config))
         fail_on = Severity.parse(_option(self.config, "mesh_lint_fail_on") or "error")
         for f in result.findings:
             self.user_properties.append((f"meshcheck_lint_{f.code}", f"{f.line}: {f.message}"))

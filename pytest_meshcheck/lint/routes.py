@@ -73,11 +73,17 @@ def _fault(ctx: LintContext, vs: VirtualService, route: HTTPRoute, base: str) ->
 
 
 def _max_backoff_total(route: HTTPRoute, ctx: LintContext, attempts: int) -> float:
-    """Longest total back-off before ``attempts`` retries: retry i waits < base x (2^i - 1), capped at 10 x base."""
+    """Longest total back-off before ``attempts`` retries: retry i waits < base x 2^(i-1), capped at 10 x base.
+
+    Envoy's ``JitteredExponentialBackOffStrategy`` returns ``random() % next_interval`` with ``next_interval``
+    starting at base and doubling (to at most ``max_interval``, 10 x base by default) after each retry: 25, 50,
+    100, 200, 250 ms. The ``(2^i - 1) x base`` of Envoy's router docs is the pre-2020 rule (25, 75, 175 ms);
+    ``expect.timeouts.backoff_ranges`` uses the same rule as here, measured in ``scenarios/test_readme_claims.py``.
+    """
     base = DEFAULT_BACKOFF_BASE
     if route.retries is not None and route.retries.backoff is not None and ctx.istio.honours_retry_backoff:
         base = route.retries.backoff
-    return float(sum(min(base * (2**i - 1), 10 * base) for i in range(1, attempts + 1)))
+    return float(sum(min(base * 2 ** (i - 1), 10 * base) for i in range(1, attempts + 1)))
 
 
 def _timing(ctx: LintContext, vs: VirtualService, route: HTTPRoute, base: str) -> None:
