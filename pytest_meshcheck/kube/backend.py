@@ -10,7 +10,10 @@ unchanged. Usage without pytest::
 
 Design (docs/kind.md): one namespace per run; echo Deployments per service and version; an in-mesh
 agent pod whose sidecar is the caller that enforces the policies. Load, chaos and proxy-config reads
-all go through the agent, reached by a Kubernetes port-forward. Everything is removed on stop (also
+all go through the agent, reached by a Kubernetes port-forward. The pods of services with calls make
+their calls through their own sidecars; each of those is read through a port-forward to its Envoy admin
+port (:mod:`pytest_meshcheck.kube.callers`), so a policy change counts as applied only once they run it
+too. Everything is removed on stop (also
 after a failed start or Ctrl-C), unless ``keep``.
 """
 
@@ -30,8 +33,9 @@ from pytest_meshcheck.chaos.destination import DestinationChaos
 from pytest_meshcheck.errors import ChaosError, MeshSetupError
 from pytest_meshcheck.istio_version import IstioVersion, parse_istio_version
 from pytest_meshcheck.kube import bootstrap, cleanup, preflight
+from pytest_meshcheck.kube.callers import CallerSidecars
 from pytest_meshcheck.kube.client import KubeClient, KubeConflict, KubeForbidden
-from pytest_meshcheck.kube.converge import SidecarView, endpoints_pending
+from pytest_meshcheck.kube.converge import Proxy, SidecarView, endpoints_pending
 from pytest_meshcheck.kube.generations import PolicyGenerations, all_policies
 from pytest_meshcheck.kube.manifests import (
     AGENT_NAME,
@@ -91,15 +95,15 @@ class KubeBackend:
         self.istio_version = self._istio_override or parse_istio_version(None)
         self.istio: preflight.IstioFacts | None = None
         self._initial = policies
-        self._policies = PolicyGenerations(
-            settings,
-            self.hosts,
-            self.topology,
-            {**_AGENT_LABELS, **settings.labels},
-            self._client,
-            self.sidecar_view,
-        )
         self._log = log or (lambda _m: None)
+        self._agent_proxy = Proxy(
+            "the caller's sidecar",
+            {**_AGENT_LABELS, **settings.labels},
+            self.sidecar_view,
+            tuple(svc.name for svc in self.topology.services),
+        )
+        self._callers = CallerSidecars(self._client, settings.namespace, self._log)
+        self._policies = PolicyGenerations(settings, self.hosts, self.topology, self._client, self.proxies)
         self.client: KubeClient | None = None
         self._created_namespace = False
         self._heartbeat: cleanup.Heartbeat | None = None
@@ -146,9 +150,11 @@ class KubeBackend:
             self._create_namespace()
             self._create_workloads()
             self._connect_agent()
+            pods = self._pods(f"{RUN_ID_LABEL}={self.settings.run_id}")
+            self._callers.track(self.topology, pods)
             self._wait_endpoints()
             self._check_stats()
-            self._instances = self._read_instances()
+            self._instances = self._read_instances(pods)
             if self._initial is not None and len(self._initial):
                 self.replace_all(self._initial)
         except BaseException:
@@ -299,15 +305,32 @@ class KubeBackend:
         """What the caller's sidecar runs now (Istio configs, endpoints), read from its admin API."""
         return SidecarView.from_json(self._agent_get("/sidecar/config"))
 
+    def proxies(self) -> list[Proxy]:
+        """The sidecars a policy change must reach: the agent's, then every calling pod's (by pod name)."""
+        return [self._agent_proxy, *self._callers.proxies]
+
+    def caller_sidecar_view(self, pod: str) -> SidecarView:
+        """What the sidecar of the calling pod ``pod`` runs now, read through a port-forward to its admin API."""
+        return self._callers.view(pod)
+
     def _wait_endpoints(self) -> None:
+        waiting = self.proxies()
+
         def check() -> tuple[bool, object]:
-            missing = endpoints_pending(self.sidecar_view(), self.topology)
-            return not missing, "; ".join(missing)
+            lines: list[str] = []
+            for proxy in list(waiting):
+                missing = endpoints_pending(proxy.view(), self.topology, proxy.services)
+                if missing:
+                    lines += [f"{proxy.where}: {line}" for line in missing]
+                else:
+                    waiting.remove(proxy)
+            return not lines, "; ".join(lines)
 
         wait_until(
             check,
             timeout=self.settings.converge_timeout,
-            description="the caller's sidecar to have every replica as a healthy endpoint",
+            description="the caller's sidecar and every calling pod's sidecar to have every replica they send to "
+            "as a healthy endpoint",
             fix="Check 'istioctl proxy-status' and istiod's logs",
         )
 
@@ -320,9 +343,8 @@ class KubeBackend:
                 f"{' ...' if len(missing) > 4 else ''}. {preflight.stats_fix()}"
             )
 
-    def _read_instances(self) -> list[WorkloadInstance]:
+    def _read_instances(self, pods: list[dict[str, Any]]) -> list[WorkloadInstance]:
         assert self._agent_forward is not None
-        pods = self._pods(f"{RUN_ID_LABEL}={self.settings.run_id}")
         return workload_instances(self.topology, pods, self._agent_forward.url)
 
     def stop(self) -> None:
@@ -337,6 +359,7 @@ class KubeBackend:
         if self._http is not None:
             self._http.close()
             self._http = None
+        self._callers.close()
         for fwd in (self._agent_forward, self._prom_forward):
             if fwd is not None:
                 fwd.close()
@@ -395,7 +418,8 @@ class KubeBackend:
         """Add or replace (by kind, namespace and name) policies.
 
         Returns:
-            Seconds until the caller's sidecar was seen running them (from its config dump).
+            Seconds until the caller's sidecar, and the sidecar of every pod that makes calls, were seen running
+            them (from their config dumps).
         """
         return self._policies.change(policies)
 

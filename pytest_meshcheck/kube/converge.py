@@ -1,4 +1,4 @@
-"""Has the caller's sidecar got the config yet? Decided from what the proxy itself reports.
+"""Have the callers' sidecars got the config yet? Decided from what each proxy itself reports.
 
 istiod stamps every Envoy route it builds from a VirtualService, and every cluster it builds with a
 DestinationRule, with ``metadata.filter_metadata.istio.config`` =
@@ -7,11 +7,16 @@ DestinationRule, with ``metadata.filter_metadata.istio.config`` =
 object (``<name>-g<N>``), and the previous one is deleted, so "the proxy runs generation N" is exactly
 "the proxy's routes/clusters reference ``<name>-g<N>`` and no longer ``<name>-g<N-1>``". No sleeping,
 no guessing from traffic.
+
+Every sidecar that enforces a hop is asked: the agent's (the load's first hop) and the sidecar of every
+pod of a service with ``calls`` (``order-service`` -> ``payment-service`` is enforced by the order pods'
+sidecars). Each is a :class:`Proxy`: where to read its view, and its pod labels (a DestinationRule's
+``workloadSelector`` decides which of them get it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +75,24 @@ class SidecarView:
         return any(path.endswith(key.config_suffix) for path in self.configs)
 
 
+@dataclass(frozen=True)
+class Proxy:
+    """One sidecar whose config a policy change must reach.
+
+    Attributes:
+        where: How messages name it (``the caller's sidecar``, ``the sidecar of pod order-service-v1-abc``).
+        labels: Its pod's labels (DestinationRule ``workloadSelector`` matching).
+        view: Reads what it runs now.
+        services: Short names of the services whose endpoints it must have (its calls; every service for the
+            agent, which sends the load).
+    """
+
+    where: str
+    labels: Mapping[str, str]
+    view: Callable[[], SidecarView]
+    services: tuple[str, ...] = ()
+
+
 def _visible_here(spec: Mapping[str, Any], namespace: str) -> bool:
     export = spec.get("exportTo")
     return not export or any(e in (".", "*", namespace) for e in export)
@@ -105,25 +128,65 @@ def reaches_caller(manifest: Mapping[str, Any], topology: Topology, caller_label
     return _host_known(str(spec.get("host", "")), ns, topology)
 
 
-def pending(view: SidecarView, present: Iterable[ObjectKey], absent: Iterable[ObjectKey]) -> list[str]:
+def pending(
+    view: SidecarView,
+    present: Iterable[ObjectKey],
+    absent: Iterable[ObjectKey],
+    where: str = "the caller's sidecar",
+) -> list[str]:
     """What the proxy does not run yet: objects still missing, and removed objects still in force.
+
+    Args:
+        view: What the proxy runs.
+        present: Objects it must run.
+        absent: Deleted objects it must no longer run.
+        where: How messages name the proxy.
 
     Returns:
         One line per discrepancy; empty once the proxy has converged.
     """
-    out = [f"{k} not yet in the caller's sidecar" for k in present if not view.runs(k)]
-    out += [f"{k} still in the caller's sidecar after its deletion" for k in absent if view.runs(k)]
+    out = [f"{k} not yet in {where}" for k in present if not view.runs(k)]
+    out += [f"{k} still in {where} after its deletion" for k in absent if view.runs(k)]
     return out
 
 
-def endpoints_pending(view: SidecarView, topology: Topology) -> list[str]:
-    """Services whose cluster in the caller's sidecar lacks ready endpoints (one per replica).
+def proxy_pending(
+    proxy: Proxy,
+    topology: Topology,
+    created: Sequence[Mapping[str, Any]],
+    deleted: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """What ``proxy`` does not run yet of a change that ``created`` and ``deleted`` policy manifests.
+
+    The proxy is held only to the policies istiod puts into it (:func:`reaches_caller` with its labels), and
+    is not read at all when the change holds none of them.
+
+    Returns:
+        One line per discrepancy, naming the proxy; empty once it runs the change.
+    """
+    present = [ObjectKey.of(m) for m in created if reaches_caller(m, topology, proxy.labels)]
+    absent = [ObjectKey.of(m) for m in deleted if reaches_caller(m, topology, proxy.labels)]
+    if not present and not absent:
+        return []
+    return pending(proxy.view(), present, absent, proxy.where)
+
+
+def endpoints_pending(view: SidecarView, topology: Topology, services: Iterable[str] | None = None) -> list[str]:
+    """Services whose cluster in a sidecar lacks ready endpoints (one per replica).
+
+    Args:
+        view: What the sidecar runs.
+        topology: The run's topology (services in the run namespace).
+        services: Short names of the services to check; ``None`` checks every service.
 
     Returns:
         One line per service not yet complete; empty once every replica is a healthy endpoint.
     """
+    wanted = None if services is None else set(services)
     out: list[str] = []
     for svc in topology.services:
+        if wanted is not None and svc.name not in wanted:
+            continue
         name = f"outbound|{svc.port}||{svc.fqdn}"
         hosts, healthy = view.clusters.get(name, (0, 0))
         if healthy != svc.replicas or hosts != svc.replicas:

@@ -1,21 +1,22 @@
-"""Policies in a cluster, one generation per change, each applied until the caller's sidecar runs it.
+"""Policies in a cluster, one generation per change, each applied until every caller's sidecar runs it.
 
 Every change (apply, remove, replace) creates the new policies as fresh objects ``<name>-g<N>``, then
-deletes the previous generation, then waits until the caller's sidecar reports routes and clusters built
-from the new objects and none from the deleted ones (:mod:`pytest_meshcheck.kube.converge`). Creating
-before deleting means there is never a moment without the policy.
+deletes the previous generation, then waits until the agent's sidecar and the sidecar of every pod that
+makes calls report routes and clusters built from the new objects and none from the deleted ones
+(:mod:`pytest_meshcheck.kube.converge`). Creating before deleting means there is never a moment without
+the policy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pytest_meshcheck.errors import MeshSetupError
 from pytest_meshcheck.kube.client import KubeClient
-from pytest_meshcheck.kube.converge import ObjectKey, SidecarView, pending, reaches_caller
+from pytest_meshcheck.kube.converge import Proxy, proxy_pending
 from pytest_meshcheck.kube.manifests import policy_manifest
 from pytest_meshcheck.kube.rewrite import HostRewriter, rewrite_policies
 from pytest_meshcheck.kube.settings import KubeSettings
@@ -43,9 +44,8 @@ class PolicyGenerations:
         settings: The run's settings (namespace, labels, convergence time-out).
         hosts: Rewrites the user's hosts and namespaces into the run namespace.
         topology: The run's topology (services in the run namespace).
-        caller_labels: Labels of the caller's pod (for DestinationRule workload selectors).
         client: Returns the cluster's client (raises when the run is not started).
-        view: Returns what the caller's sidecar runs now.
+        proxies: Returns the sidecars a change must reach: the agent's, then those of the calling pods.
     """
 
     def __init__(
@@ -53,16 +53,14 @@ class PolicyGenerations:
         settings: KubeSettings,
         hosts: HostRewriter,
         topology: Topology,
-        caller_labels: Mapping[str, str],
         client: Callable[[], KubeClient],
-        view: Callable[[], SidecarView],
+        proxies: Callable[[], Sequence[Proxy]],
     ) -> None:
         self.settings = settings
         self.hosts = hosts
         self.topology = topology
-        self.caller_labels = dict(caller_labels)
         self._client = client
-        self._view = view
+        self._proxies = proxies
         self.applied: dict[PolicyKey, tuple[Policy, dict[str, Any]]] = {}
         self.generation = 0
 
@@ -82,17 +80,18 @@ class PolicyGenerations:
         return [(kind, self.settings.namespace, name) for kind, _ns, name in policies]
 
     def change(self, policies: PolicySet, *, remove: Iterable[PolicyKey] = (), replace: bool = False) -> float:
-        """Create ``policies`` as the next generation, delete what they replace, and wait for the sidecar.
+        """Create ``policies`` as the next generation, delete what they replace, and wait for the sidecars.
 
         ``remove`` names further policies to delete; ``replace`` deletes every policy not in ``policies``.
 
         Returns:
-            Seconds from the first API call until the sidecar ran the change.
+            Seconds from the first API call until every caller's sidecar ran the change.
 
         Raises:
             PolicyError: A policy has no YAML text (nothing was changed).
             MeshSetupError: The API server refused an object (what this change created is deleted again).
-            MeshTimeoutError: The sidecar did not converge within ``converge_timeout``.
+            MeshTimeoutError: A sidecar did not converge within ``converge_timeout`` (each one still behind
+                is named).
         """
         client = self._client()
         generation = self.generation + 1
@@ -120,21 +119,35 @@ class PolicyGenerations:
         for k in gone:
             self.applied.pop(k, None)
         self.applied.update(new)
-        present = [ObjectKey.of(m) for _, m in new.values() if reaches_caller(m, self.topology, self.caller_labels)]
-        absent = [ObjectKey.of(m) for m in old if reaches_caller(m, self.topology, self.caller_labels)]
-        if present or absent:
-
-            def check() -> tuple[bool, object]:
-                lines = pending(self._view(), present, absent)
-                return not lines, "; ".join(lines)
-
-            wait_until(
-                check,
-                timeout=self.settings.converge_timeout,
-                description=f"the caller's sidecar to run policy generation {generation}",
-                fix="istiod may reject or ignore the policy (a second VirtualService for the same host, for one); "
-                f"check 'istioctl analyze -n {self.settings.namespace}' and istiod's logs",
+        created_manifests = [m for _, m in new.values()]
+        waiting = list(self._proxies())
+        if len(waiting) <= 1:
+            where = waiting[0].where if waiting else "the caller's sidecar"
+            description = f"{where} to run policy generation {generation}"
+        else:
+            description = (
+                f"the sidecars of the agent and of {len(waiting) - 1} calling pod(s) to run policy generation "
+                f"{generation}"
             )
+
+        def check() -> tuple[bool, object]:
+            lines: list[str] = []
+            for proxy in list(waiting):
+                behind = proxy_pending(proxy, self.topology, created_manifests, old)
+                if behind:
+                    lines += behind
+                else:
+                    # istiod never takes a pushed generation back, so a proxy that runs it is not read again.
+                    waiting.remove(proxy)
+            return not lines, "; ".join(lines)
+
+        wait_until(
+            check,
+            timeout=self.settings.converge_timeout,
+            description=description,
+            fix="istiod may reject or ignore the policy (a second VirtualService for the same host, for one); "
+            f"check 'istioctl analyze -n {self.settings.namespace}', 'istioctl proxy-status' and istiod's logs",
+        )
         return time.monotonic() - t0
 
 

@@ -16,7 +16,8 @@ HTTP API (JSON bodies)::
     GET  /sidecar/stats?filter=RE       the sidecar's counters matching RE (Envoy /stats?format=json)
     GET  /sidecar/server_info           the sidecar's Envoy /server_info
     ANY  /workload/<ip>:<port>/<ep>     relayed to a workload's admin endpoint <ep> (chaos, stats,
-                                        metrics, healthz, ledger) on --workload-admin-port only
+                                        metrics, healthz, ledger), query string included, on
+                                        --workload-admin-port only
 
 A load job is ``{"url": "http://order-service:8084/", "host": "order-service:8084", "headers": {},
 "method": "GET", "profile": {"kind": "open", "rate": 50, "duration": 2, "max_requests": 100,
@@ -295,8 +296,9 @@ def relay(
     content_type: str,
     admin_port: int,
     overrides: dict[str, tuple[str, int]] | None = None,
+    query: str = "",
 ) -> tuple[int, bytes, str]:
-    """Relay a request to ``<ip>:<port>/<endpoint>`` (``target``); only workload admin endpoints."""
+    """Relay a request to ``<ip>:<port>/<endpoint>`` (``target``) with its ``query``; only workload admin endpoints."""
     address, _, endpoint = target.partition("/")
     ip_text, _, port_text = address.rpartition(":")
     try:
@@ -314,7 +316,8 @@ def relay(
     conn = http.client.HTTPConnection(host, connect_port, timeout=_WORKLOAD_TIMEOUT)
     try:
         headers = {"content-type": content_type} if content_type else {}
-        conn.request(method, "/" + endpoint, body=body or None, headers=headers)
+        # The query goes along: ``/ledger?since=N`` asks for the ids changed after sequence N only.
+        conn.request(method, "/" + endpoint + (f"?{query}" if query else ""), body=body or None, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.read(), resp.getheader("content-type", "application/json")
     except OSError as exc:
@@ -368,6 +371,7 @@ class Handler(BaseHTTPRequestHandler):
                     self.headers.get("content-type", ""),
                     agent.workload_admin_port,
                     agent.engine.resolve,
+                    query,
                 )
                 self._send(status, data, ctype)
             elif self.command not in ("GET", "HEAD", "POST"):

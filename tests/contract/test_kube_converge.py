@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 
 from pytest_meshcheck.errors import MeshTimeoutError
-from pytest_meshcheck.kube.converge import ObjectKey, SidecarView, endpoints_pending, pending, reaches_caller
+from pytest_meshcheck.kube.callers import caller_pods
+from pytest_meshcheck.kube.converge import (
+    ObjectKey,
+    Proxy,
+    SidecarView,
+    endpoints_pending,
+    pending,
+    proxy_pending,
+    reaches_caller,
+)
 from pytest_meshcheck.kube.rewrite import rewrite_topology
 from pytest_meshcheck.kube.wait import wait_until
 from pytest_meshcheck.topology import parse_topology
@@ -81,6 +90,72 @@ def test_endpoints_pending_until_every_replica_is_healthy() -> None:
         f"{cluster}: 1 healthy of 2 endpoints, want 2"
     ]
     assert endpoints_pending(SidecarView(), TOPOLOGY) == [f"{cluster}: 0 healthy of 0 endpoints, want 2"]
+
+
+def _config(kind: str, name: str) -> str:
+    return f"/apis/networking.istio.io/v1/namespaces/{NS}/{kind}/{name}"
+
+
+def test_each_proxy_is_held_to_the_policies_istiod_gives_it_and_named() -> None:
+    selected = _dr(host="orders", workloadSelector={"matchLabels": {"app": "orders"}})
+    reads: list[str] = []
+
+    def proxy(where: str, labels: dict[str, str], configs: dict[str, list[str]]) -> Proxy:
+        def view() -> SidecarView:
+            reads.append(where)
+            return SidecarView(configs=configs)
+
+        return Proxy(where, labels, view)
+
+    agent = proxy("the caller's sidecar", CALLER, {})
+    order_pod = proxy("the sidecar of pod orders-v1-a", {"app": "orders", "version": "v1"}, {})
+    # The DestinationRule selects the order pods only: the agent is not asked for it, nor even read.
+    assert proxy_pending(agent, TOPOLOGY, [selected], []) == []
+    assert reads == []
+    assert proxy_pending(order_pod, TOPOLOGY, [selected], []) == [
+        f"DestinationRule {NS}/d-g1 not yet in the sidecar of pod orders-v1-a"
+    ]
+    done = proxy("the sidecar of pod orders-v1-b", {"app": "orders"}, {_config("destination-rule", "d-g1"): ["c"]})
+    assert proxy_pending(done, TOPOLOGY, [selected], []) == []
+    assert proxy_pending(done, TOPOLOGY, [], [selected]) == [
+        f"DestinationRule {NS}/d-g1 still in the sidecar of pod orders-v1-b after its deletion"
+    ]
+
+
+def test_endpoints_pending_only_for_the_services_a_proxy_sends_to() -> None:
+    topology = rewrite_topology(
+        parse_topology(
+            {
+                "namespace": "shop",
+                "services": [
+                    {"name": "orders", "port": 8084, "calls": [{"service": "payments"}]},
+                    {"name": "payments", "port": 8080, "versions": [{"name": "v1", "replicas": 2}]},
+                ],
+            }
+        ),
+        NS,
+    )
+    payments = f"outbound|8080||payments.{NS}.svc.cluster.local"
+    view = SidecarView(clusters={payments: (2, 2)})
+    assert endpoints_pending(view, topology, ("payments",)) == []
+    assert endpoints_pending(view, topology) == [
+        f"outbound|8084||orders.{NS}.svc.cluster.local: 0 healthy of 0 endpoints, want 1"
+    ]
+
+    def pod(name: str, app: str, phase: str = "Running", **meta: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "labels": {"app": app}, **meta}, "status": {"phase": phase}}
+
+    pods = [
+        pod("orders-v1-b", "orders"),
+        pod("payments-v1-a", "payments"),
+        pod("orders-v1-a", "orders"),
+        pod("orders-v1-c", "orders", phase="Pending"),
+        pod("orders-v1-d", "orders", deletionTimestamp="2026-01-01T00:00:00Z"),
+    ]
+    assert caller_pods(topology, pods) == [
+        ("orders-v1-a", {"app": "orders"}, ("payments",)),
+        ("orders-v1-b", {"app": "orders"}, ("payments",)),
+    ]
 
 
 class FakeClock:

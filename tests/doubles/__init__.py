@@ -3,9 +3,10 @@
 Each module holds one double (or the child script a double starts):
 
 - :mod:`tests.doubles.fake_kube_api`: a Kubernetes API server at the HTTP level.
-- :mod:`tests.doubles.fake_sidecar_admin`: the Envoy admin API of the agent's sidecar, fed by the fake API.
+- :mod:`tests.doubles.fake_sidecar_admin`: the Envoy admin API of a pod's sidecar, fed by the fake API.
 - :mod:`tests.doubles.fake_prometheus`: ``/-/ready`` and ``up`` queries, one series per fake pod.
 - :mod:`tests.doubles.local_pods`: the fake API's pods as real local processes (echo, agent).
+- :mod:`tests.doubles.host_router`: a calling pod's sidecar stand-in that forwards by ``Host``.
 - :mod:`tests.doubles.fake_cluster`: all of the above behind one kubeconfig.
 - :mod:`tests.doubles.static_envoy`: one real Envoy from a static bootstrap, for the load engine.
 - :mod:`tests.doubles.upstream` and :mod:`tests.doubles.upstream_server`: a counting HTTP/1.1 upstream.

@@ -53,7 +53,8 @@ class FakeCluster:
     Args:
         workdir: Where the kubeconfig is written.
         context: The kube context the kubeconfig names.
-        lag: :class:`FakeSidecarAdmin` lag.
+        lag: :class:`FakeSidecarAdmin` lag of the agent's sidecar.
+        caller_lag: :class:`FakeSidecarAdmin` lag of the sidecar of each pod with calls (default: ``lag``).
         hide_stats: :class:`FakeSidecarAdmin` hides the cluster stats.
         **api_options: Passed to :class:`FakeKubeAPI` (``istio_version``, ``prometheus``, ``forbidden``...).
     """
@@ -64,6 +65,7 @@ class FakeCluster:
         *,
         context: str = "kind-kind",
         lag: float = 0.0,
+        caller_lag: float | None = None,
         hide_stats: bool = False,
         **api_options: Any,
     ) -> None:
@@ -71,13 +73,14 @@ class FakeCluster:
         self.context = context
         self.api = FakeKubeAPI(**api_options)
         self._lag = lag
+        self._caller_lag = lag if caller_lag is None else caller_lag
         self._hide_stats = hide_stats
         self.kubeconfig = workdir / "kubeconfig"
 
     def __enter__(self) -> FakeCluster:
         self.api.start()
         self.admin = FakeSidecarAdmin(self.api, lag=self._lag, hide_stats=self._hide_stats)
-        self.pods = LocalPods(self.api, self.admin.url)
+        self.pods = LocalPods(self.api, self.admin.url, caller_lag=self._caller_lag)
         self.prometheus = FakePrometheus(self.api)
         self.api.forward_to("prometheus", 9090, self.prometheus.address)
         self.api.write_kubeconfig(self.kubeconfig, context=self.context)

@@ -101,6 +101,7 @@ class FakeKubeAPI:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.forwards: dict[tuple[str, int], tuple[str, int]] = {}
+        self.pod_forwards: dict[tuple[str, int], tuple[str, int]] = {}
         self.forward_log: list[tuple[str, str, int]] = []
         #: Called (on the server's thread) with every object created, after it is stored.
         self.on_created: list[Callable[[dict[str, Any]], None]] = []
@@ -183,6 +184,10 @@ class FakeKubeAPI:
     def forward_to(self, app: str, port: int, address: tuple[str, int]) -> None:
         """Relay port-forwards to ``port`` of pods labelled ``app=<app>`` (or named ``<app>-...``) to ``address``."""
         self.forwards[(app, port)] = address
+
+    def forward_pod(self, pod: str, port: int, address: tuple[str, int]) -> None:
+        """Relay port-forwards to ``port`` of the pod named ``pod`` to ``address`` (before any ``forward_to``)."""
+        self.pod_forwards[(pod, port)] = address
 
     def write_kubeconfig(self, path: Path, *, context: str = "kind-kind", extra_contexts: tuple[str, ...] = ()) -> Path:
         """Write a kubeconfig whose ``context`` (and ``extra_contexts``) point at this server."""
@@ -425,6 +430,8 @@ class FakeKubeAPI:
     # ------------------------------------------------------------------ port-forward
 
     def _target(self, ns: str, pod: str, port: int) -> tuple[str, int] | None:
+        if (pod, port) in self.pod_forwards:
+            return self.pod_forwards[(pod, port)]
         obj = self.objects.get(("", "pods", ns, pod))
         labels = obj["metadata"].get("labels", {}) if obj else {}
         for (app, p), address in self.forwards.items():

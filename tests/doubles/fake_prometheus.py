@@ -1,4 +1,4 @@
-"""A Prometheus look-alike for cluster code: ready or not, and ``up`` with one series per fake pod."""
+"""A Prometheus look-alike for cluster code: ready or not, and ``up`` per fake pod, labelled as Istio's addon does."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.doubles.fake_kube_api import FakeKubeAPI
 
 
 class FakePrometheus:
-    """Answers ``/-/ready`` and ``up{namespace="<ns>"} == 1`` with one series per pod of the fake API server."""
+    """Answers ``/-/ready`` and ``up{namespace="<ns>",...}`` with one series per matching pod of the fake API server."""
 
     def __init__(self, api: FakeKubeAPI, *, ready: bool = True) -> None:
         self.api = api
@@ -32,14 +32,25 @@ class FakePrometheus:
         self._thread.join(5)
 
     def up_series(self, query: str) -> list[dict[str, Any]]:
-        """The series ``up{namespace="<ns>"}`` selects: one per pod of that namespace, each with value 1."""
-        match = re.search(r'up\{(\w+)="([^"]+)"\}', query)
-        if not match or match.group(1) != "namespace":
+        """The series ``up{...}`` selects (exact matchers), one per pod of the fake API server, each with value 1.
+
+        Each pod's labels are those Istio's Prometheus addon gives the targets of its ``kubernetes-pods`` job:
+        every pod label (``labelmap`` of ``__meta_kubernetes_pod_label_(.+)``, names sanitised to ``[a-zA-Z0-9_]``),
+        then ``namespace`` and ``pod``. A query without a ``namespace`` matcher selects nothing.
+        """
+        match = re.search(r"up\{([^}]*)\}", query)
+        if not match:
             return []
-        pods = self.api.namespaced("pods", match.group(2))
-        return [
-            {"metric": {"namespace": match.group(2), "pod": p["metadata"]["name"]}, "value": [0, "1"]} for p in pods
-        ]
+        wanted = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if "namespace" not in wanted:
+            return []
+        out = []
+        for pod in self.api.namespaced("pods", wanted["namespace"]):
+            labels = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in (pod["metadata"].get("labels") or {}).items()}
+            labels.update(namespace=wanted["namespace"], pod=pod["metadata"]["name"])
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                out.append({"metric": labels, "value": [0, "1"]})
+        return out
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         prom = self

@@ -1,4 +1,4 @@
-"""An Envoy admin API look-alike for the agent's sidecar, whose config follows the fake API server.
+"""An Envoy admin API look-alike for a pod's sidecar, whose config follows the fake API server.
 
 :class:`FakeSidecarAdmin` reports, from the fake API server's objects, what istiod would have pushed: a
 route per VirtualService and a cluster per Service (stamped with the DestinationRule), endpoints per
@@ -40,7 +40,8 @@ class FakeSidecarAdmin:
         self._stop = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.address = ("127.0.0.1", int(self._server.server_address[1]))
+        self.url = f"http://127.0.0.1:{self.address[1]}"
         self._threads = [
             threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True),
             threading.Thread(target=self._watch, daemon=True),

@@ -6,6 +6,11 @@ Deployment mounts (what the code under test shipped): the echo workload for echo
 the agent pod. Port-forwards to the agent reach the local agent process, and the agent's
 ``--resolve`` entries send its load and chaos to the local echo processes.
 
+Container arguments are expanded as the kubelet expands them (``$(VAR)`` from the container's env, ``$$``
+is one ``$``). A pod of a service with ``--calls`` sends its calls to a :class:`HostRouter` (its sidecar's
+stand-in, by ``--outbound``), and port-forwards to its Envoy admin port reach a :class:`FakeSidecarAdmin`
+of its own, ``caller_lag`` seconds behind the API server.
+
 Processes are stopped by PID on :meth:`LocalPods.close`; echo processes also exit with this process.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,8 +29,27 @@ from types import TracebackType
 from typing import Any
 
 from pytest_meshcheck.errors import MeshSetupError
+from pytest_meshcheck.kube.callers import ENVOY_ADMIN_PORT
 from pytest_meshcheck.kube.manifests import AGENT_NAME, AGENT_PORT, ECHO_ADMIN_PORT
 from tests.doubles.fake_kube_api import FakeKubeAPI, selector_matches
+from tests.doubles.fake_sidecar_admin import FakeSidecarAdmin
+from tests.doubles.host_router import HostRouter
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(arg: str, env: dict[str, str]) -> str:
+    """``arg`` as the kubelet runs it: ``$(NAME)`` of a defined variable replaced, ``$$`` made one ``$``.
+
+    An undefined ``$(NAME)`` stays as written, as in Kubernetes.
+    """
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR.sub(one, arg)
 
 
 def _read_ready(proc: subprocess.Popen[bytes], prefix: bytes, timeout: float = 10.0) -> dict[str, Any]:
@@ -46,15 +71,22 @@ class LocalPods:
     Args:
         api: The fake API server to watch.
         envoy_admin: URL the agent uses as its sidecar's admin API (a :class:`FakeSidecarAdmin`).
+        caller_lag: :class:`FakeSidecarAdmin` lag of the sidecar of each pod with calls.
     """
 
-    def __init__(self, api: FakeKubeAPI, envoy_admin: str) -> None:
+    def __init__(self, api: FakeKubeAPI, envoy_admin: str, *, caller_lag: float = 0.0) -> None:
         self.api = api
         self.envoy_admin = envoy_admin
+        self.caller_lag = caller_lag
         self.work = Path(tempfile.mkdtemp(prefix="meshcheck-localpods-"))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.resolve: dict[str, str] = {}
         self.agent_port = 0
+        #: Service name -> the local serving addresses of its pods.
+        self.services: dict[str, list[tuple[str, int]]] = {}
+        #: Pod name -> the fake admin API of its sidecar (pods with calls only).
+        self.caller_admins: dict[str, FakeSidecarAdmin] = {}
+        self.router = HostRouter(lambda service: list(self.services.get(service, ())))
         api.on_created.append(self._created)
 
     def __enter__(self) -> LocalPods:
@@ -107,20 +139,31 @@ class LocalPods:
                 self.agent_port = int(ready["port"])
                 self.api.forward_to(AGENT_NAME, AGENT_PORT, ("127.0.0.1", self.agent_port))
                 continue
-            args = [a.replace("$(POD_NAME)", name).replace("$(POD_NAMESPACE)", ns) for a in container["command"][3:]]
+            env = {"POD_NAME": name, "POD_NAMESPACE": ns}
+            env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+            args = [expand(a, env) for a in container["command"][3:]]
             port = args[args.index("--port") + 1]
             args[args.index("--port") + 1] = "0"
             args[args.index("--admin-port") + 1] = "0"
             args[args.index("--host") + 1] = "127.0.0.1"
             args[args.index("--admin-host") + 1] = "127.0.0.1"
             args[0] = str(root / "echo.py")
+            if "--calls" in args:
+                # Istio's iptables send the pod's calls to its sidecar; here the router stands in for it.
+                args += ["--outbound", f"{self.router.address[0]}:{self.router.address[1]}"]
+                admin = self.caller_admins[name] = FakeSidecarAdmin(self.api, lag=self.caller_lag)
+                self.api.forward_pod(name, ENVOY_ADMIN_PORT, admin.address)
             _, ready = self._start([*args, "--parent-pid", str(os.getpid())], b"MESHCHECK_READY ")
+            self.services.setdefault(labels["app"], []).append(("127.0.0.1", int(ready["port"])))
             self.resolve[f"{ip}:{port}"] = f"127.0.0.1:{ready['port']}"
             self.resolve[f"{ip}:{ECHO_ADMIN_PORT}"] = f"127.0.0.1:{ready['admin_port']}"
             self.resolve.setdefault(f"{labels['app']}:{port}", f"127.0.0.1:{ready['port']}")
 
     def close(self) -> None:
-        """Stop every process by PID and remove the files."""
+        """Stop every process by PID, the router and the callers' fake sidecars, and remove the files."""
+        self.router.close()
+        for admin in self.caller_admins.values():
+            admin.close()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
