@@ -26,8 +26,6 @@ claim about the mesh. ``tests/scenarios/test_call_graph_weakened.py`` runs each 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -202,7 +200,7 @@ def breaker_opens_and_errors_come_at_once(mesh_scenario: Scenario, policies: Pol
                 at_least=pods * payment.hosts,
                 timeout=8.0,
             )
-            time.sleep(MERGE_WINDOW)
+            mesh_scenario.sleep(MERGE_WINDOW, "Envoy's ejection merge window")
         counts, result = fail_payment_and_order(mesh_scenario, 30)
     mesh_scenario.check_value(
         "claim: payment-service calls once the breaker is open (README: 'traffic stops going to payment-service')",
@@ -251,7 +249,7 @@ def test_scenario_1_corrected_breaker_ejects_payment_fails_fast_and_resumes(mesh
         at_most=0.0,
         timeout=payment.outlier.base_ejection_time + payment.outlier.interval + 5.0,
     )
-    time.sleep(MERGE_WINDOW)
+    mesh_scenario.sleep(MERGE_WINDOW, "Envoy's ejection merge window")
     window = LedgerWindow(mesh_scenario.mesh, ENTRY, [PAYMENT])
     n = mesh_scenario.requests_for(0.999, alternative="at-least")
     healed = mesh_scenario.load.closed(ENTRY, concurrency=4, requests=n, path=ORDERS_PATH)

@@ -22,8 +22,20 @@ import numpy as np
 import pytest
 
 from pytest_meshcheck.expect import DestinationFault, EjectionPrediction, Load, predict_ejection
+from pytest_meshcheck.expect.backoff import (
+    BackoffModel,
+    BackoffPlan,
+    envoy_model,
+    fit,
+    plan_backoff,
+    readme_fixed_model,
+)
+from pytest_meshcheck.expect.balancing import BalancePrediction, predict_balance
 from pytest_meshcheck.expect.ejection import MERGE_WINDOW
 from pytest_meshcheck.harness.scenario import Scenario, ScenarioFailed
+from pytest_meshcheck.metrics.attempts import join
+from pytest_meshcheck.report.record import CheckRecord
+from pytest_meshcheck.report.sample_requests import AttemptSource
 
 # Slack on timing bounds: the load generator's clock reads response times, not Envoy's event times,
 # and two shared cores add scheduling noise (test_outlier_detection.py uses the same margin).
@@ -457,3 +469,342 @@ def test_one_instance_is_ejected_at_max_ejection_percent_100(mesh_scenario: Scen
         expected=1.0,
         reasons=reasons,
     )
+
+
+# ---------------------------------------------------------------------------------------------- back-off
+
+BACKOFF_SERVICE = "catalog-service"
+BACKOFF_RETRIES = 3  # the README's "Attempt 2, 3, 4": three retries, caps 25, 50 and 100 ms
+
+
+def backoff_policy(backoff: str | None = None) -> str:
+    """catalog-service retries 503 three times; ``backoff`` sets ``retries.backoff`` (honoured from Istio 1.26)."""
+    extra = f", backoff: {backoff}" if backoff else ""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: catalog-backoff, namespace: platform-core}}
+spec:
+  hosts: [catalog-service]
+  http:
+  - route:
+    - destination: {{host: catalog-service}}
+    retries: {{attempts: {BACKOFF_RETRIES}, retryOn: "503"{extra}}}
+"""
+
+
+@dataclass(frozen=True)
+class BackoffRun:
+    """The waits between the tries of every request, from the client sidecar's own per-attempt records.
+
+    Attributes:
+        plan: The planned sample and what it can detect.
+        gaps_ms: Milliseconds from one try's logged end to the next try's start, by retry number (1 = before
+            the first retry).
+        requests: Requests sent.
+        full: Requests whose tree shows all ``BACKOFF_RETRIES + 1`` tries.
+        retries_counted: ``envoy_cluster_upstream_rq_retry_backoff_exponential`` over the run (one per wait).
+        reasons: The policy lines and defaults behind the back-off.
+    """
+
+    plan: BackoffPlan
+    gaps_ms: dict[int, list[float]]
+    requests: int
+    full: int
+    retries_counted: float
+    reasons: tuple[str, ...]
+
+
+def run_backoff(mesh_scenario: Scenario, policy: str) -> BackoffRun:
+    """Every catalog instance answers 503 at once; one request at a time, so every retry waits only on back-off.
+
+    Concurrency 1 keeps the retry budget out of it, and an upstream that answers at once makes each gap the
+    back-off plus Envoy's own work (which the test allows for, see :mod:`pytest_meshcheck.expect.backoff`).
+    """
+    if not isinstance(mesh_scenario.mesh, AttemptSource):
+        pytest.skip("the back-off is read from per-attempt records, which only the local mesh's sidecars write")
+    mesh_scenario.policies.apply(policy)
+    effective = mesh_scenario.effective(BACKOFF_SERVICE)
+    reasons = tuple(mesh_scenario.explain(effective.reason("retry.attempts", "retry.retry_on", "retry.backoff")))
+    plan = plan_backoff(BACKOFF_RETRIES, alpha=mesh_scenario.settings.alpha, beta=mesh_scenario.settings.beta)
+    with mesh_scenario.chaos.error(BACKOFF_SERVICE, rate=1.0, status=503) as injected:
+        result = mesh_scenario.load.closed(BACKOFF_SERVICE, concurrency=1, requests=plan.requests)
+        mesh_scenario.require_chaos(injected)
+    start, end = result.started_wall - 0.5, result.started_wall + result.elapsed + 0.5
+    trees = [t for t in join(mesh_scenario.mesh.attempt_records(start, end)) if t.record.service == BACKOFF_SERVICE]
+    gaps: dict[int, list[float]] = {n: [] for n in range(1, BACKOFF_RETRIES + 1)}
+    for tree in trees:
+        for n in range(1, len(tree.attempts)):
+            before, after = tree.attempts[n - 1].record, tree.attempts[n].record
+            gaps.setdefault(n, []).append((after.start - before.end) * 1000.0)
+    full = sum(len(t.attempts) == BACKOFF_RETRIES + 1 for t in trees)
+    counted = mesh_scenario.cluster_increase(
+        "envoy_cluster_upstream_rq_retry_backoff_exponential", BACKOFF_SERVICE, mesh_scenario.prom()
+    )
+    return BackoffRun(plan, gaps, result.count, full, counted, reasons)
+
+
+def check_backoff_fit(
+    mesh_scenario: Scenario, name: str, run: BackoffRun, model: BackoffModel, *, reasons: tuple[str, ...] = ()
+) -> None:
+    """Record the goodness-of-fit test of the run's waits against ``model``; raise when it does not fit."""
+    result = fit(model, run.gaps_ms, alpha=run.plan.alpha)
+    means = ", ".join(
+        f"retry {n}: mean {np.mean(g):.1f} ms, max {np.max(g):.1f} ms" for n, g in run.gaps_ms.items() if g
+    )
+    check = CheckRecord(
+        name=name,
+        passed=result.passed,
+        expected=result.critical,
+        observed=result.statistic,
+        n=result.n,
+        confidence=1 - result.alpha,
+        method="Kolmogorov-Smirnov (bounded for log resolution and Envoy's processing)",
+        unit="KS D",
+        reasons=list(reasons),
+        detail=f"{result.summary}; {means}",
+        role="claim" if name.startswith("claim") else "model",
+        alternative="at-most",
+        outcome="passed" if result.passed else "failed",
+        alpha=result.alpha,
+        beta=1 - min(run.plan.power.values()),
+        detects=run.plan.detects,
+    )
+    mesh_scenario.record.checks.append(check)
+    mesh_scenario.raise_failures([] if result.passed else [check])
+
+
+def check_every_request_retried(mesh_scenario: Scenario, run: BackoffRun) -> None:
+    """Evidence the waits are complete: every request made all its tries, and Envoy counted every wait."""
+    mesh_scenario.check_value(
+        f"requests whose records show {BACKOFF_RETRIES + 1} tries",
+        float(run.full),
+        expected=float(run.requests),
+        reasons=run.reasons,
+        detail=f"{run.requests} requests sent, one at a time, to instances answering 503 at once",
+    )
+    mesh_scenario.check_value(
+        "envoy_cluster_upstream_rq_retry_backoff_exponential (one per wait)",
+        run.retries_counted,
+        expected=float(sum(len(g) for g in run.gaps_ms.values())),
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ScenarioFailed,
+    reason="Envoy's back-off is fully jittered: retry n waits a random whole number of ms in [0, 25 x 2^(n-1)), "
+    "so 25 / 50 / 100 ms are upper bounds (never reached), not the waits",
+)
+def test_retries_wait_25_50_100_ms_as_written(mesh_scenario: Scenario) -> None:
+    """README lines 393-402: "Attempt 2: After 25ms, Attempt 3: After 50ms, Attempt 4: After 100ms"."""
+    run = run_backoff(mesh_scenario, backoff_policy())
+    check_every_request_retried(mesh_scenario, run)
+    check_backoff_fit(
+        mesh_scenario,
+        "claim: waits before retries 1-3 are exactly 25 / 50 / 100 ms",
+        run,
+        readme_fixed_model(BACKOFF_RETRIES),
+        reasons=run.reasons,
+    )
+
+
+def test_retries_wait_jittered_exponential_backoff(mesh_scenario: Scenario) -> None:
+    """README lines 393-402 corrected: retry n waits uniformly in [0, 25 ms x 2^(n-1)), capped at 250 ms.
+
+    Envoy's ``JitteredExponentialBackOffStrategy``: 25 ms base (Istio leaves it unset), doubled after each
+    retry. The waits are read from Envoy's own per-attempt records and tested with a Kolmogorov-Smirnov test at
+    the run's alpha, on a sample sized so that the README's fixed waits and the ``(2^n - 1) x 25 ms`` rule of
+    Envoy's docs (25 / 75 / 175 ms caps) would each fail with probability at least 1 - beta.
+    """
+    run = run_backoff(mesh_scenario, backoff_policy())
+    check_every_request_retried(mesh_scenario, run)
+    check_backoff_fit(
+        mesh_scenario,
+        "claim: waits before retries 1-3 are uniform in [0, 25 / 50 / 100 ms)",
+        run,
+        envoy_model(BACKOFF_RETRIES),
+        reasons=run.reasons,
+    )
+    effective = mesh_scenario.effective(BACKOFF_SERVICE)
+    check_backoff_fit(
+        mesh_scenario,
+        "model: waits fit the back-off predicted from the policy",
+        run,
+        envoy_model(effective.retry.num_retries, effective.retry.backoff_base),
+        reasons=run.reasons,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- load balancing
+
+LB_SERVICE = "catalog-service"
+LB_CONCURRENCY = 6
+# One replica answers in 200 ms, the two others in 20 ms: latencies well above Envoy's and the client's own
+# per-request work (~1 ms), which the model leaves out (adding 5 ms to every replica moves its slow share
+# by 0.9 points, far below the checks' delta).
+SLOW_DELAY, FAST_DELAY = 0.2, 0.02
+# The claim's bound on the slow replica's share under LEAST_REQUEST: the model predicts 14.0 % at concurrency 6
+# (17 % at 3, 12 % at 12); round robin's third is 0.133 above it, more than the delta.
+LEAST_REQUEST_AT_MOST, LB_DELTA = 0.2, 0.1
+
+
+def lb_policy(simple: str | None) -> str:
+    """A catalog-service DestinationRule with ``loadBalancer.simple``; ``None``: no ``loadBalancer`` (Istio's default).
+
+    The default case still applies a (field-less) rule, so that ``--mesh-policies`` can replace it.
+    """
+    traffic = "" if simple is None else f"\n  trafficPolicy:\n    loadBalancer: {{simple: {simple}}}"
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: catalog-lb, namespace: platform-core}}
+spec:
+  host: catalog-service{traffic}
+"""
+
+
+@dataclass(frozen=True)
+class BalanceRun:
+    """Who served what with one slow replica.
+
+    Attributes:
+        prediction: The model's shares for the policy in force (the slow replica first).
+        slow: Requests the slow replica served.
+        served: Requests any replica served.
+        reasons: The policy lines and defaults behind the load balancer.
+        detail: A one-line summary for check messages.
+    """
+
+    prediction: BalancePrediction
+    slow: int
+    served: int
+    reasons: tuple[str, ...]
+    detail: str
+
+
+def run_one_slow_replica(mesh_scenario: Scenario, policy: str, claim: float, alternative: str) -> BalanceRun:
+    """Apply ``policy``; one catalog replica answers in 200 ms, the others in 20 ms; a closed loop of 6.
+
+    The sample is planned before any request: the larger of what the claim (``claim``, ``alternative``, delta
+    ``LB_DELTA``) and the model check (two-sided, delta 0.05) need.
+    """
+    mesh_scenario.policies.apply(policy)
+    effective = mesh_scenario.effective(LB_SERVICE)
+    reasons = tuple(mesh_scenario.explain(effective.reason("lb")))
+    replicas = [i.name for i in mesh_scenario.mesh.instances(LB_SERVICE)]
+    latencies = [SLOW_DELAY] + [FAST_DELAY] * (len(replicas) - 1)
+    prediction = predict_balance(effective.lb, latencies, LB_CONCURRENCY)
+    mesh_scenario.explain([prediction.reason])
+    requests = max(
+        mesh_scenario.requests_for(claim, alternative=alternative, delta=LB_DELTA),
+        mesh_scenario.requests_for(prediction.shares[0], alternative="two-sided", delta=0.05),
+        4 * LB_CONCURRENCY,
+    )
+    with (
+        mesh_scenario.chaos.latency(LB_SERVICE, SLOW_DELAY, instances=replicas[:1]) as slow,
+        mesh_scenario.chaos.latency(LB_SERVICE, FAST_DELAY, instances=replicas[1:]) as fast,
+    ):
+        result = mesh_scenario.load.closed(LB_SERVICE, concurrency=LB_CONCURRENCY, requests=requests)
+        mesh_scenario.require_chaos(slow, fast)
+    counts = result.instance_counts()
+    served = sum(c for name, c in counts.items() if name is not None)
+    detail = (
+        f"effective lb_policy {effective.lb}; {counts.get(replicas[0], 0)} of {served} requests served by the slow "
+        f"replica {replicas[0]}; per replica {counts}; model shares {[round(s, 4) for s in prediction.shares]}"
+    )
+    return BalanceRun(prediction, counts.get(replicas[0], 0), served, reasons, detail)
+
+
+def check_model_share(mesh_scenario: Scenario, run: BalanceRun) -> None:
+    """The slow replica's share agrees with the model for the policy in force (two-sided, delta 0.05)."""
+    mesh_scenario.check_rate(
+        "model: slow replica's share predicted for the load balancer in force",
+        run.slow,
+        run.served,
+        run.prediction.shares[0],
+        alternative="two-sided",
+        delta=0.05,
+        role="model",
+        reasons=[*run.reasons, run.prediction.reason],
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ScenarioFailed,
+    reason="Istio's default load balancer is LEAST_REQUEST since 1.14, not round robin: a slow replica holds its "
+    "requests longer and loses most of Envoy's two-choice draws, so it gets far less than a third",
+)
+def test_default_load_balancing_is_round_robin_as_written(mesh_scenario: Scenario) -> None:
+    """README line 497: "Default: Round-robin across healthy instances": each replica gets a third, slow or not."""
+    run = run_one_slow_replica(mesh_scenario, lb_policy(None), 1 / 3, "two-sided")
+    mesh_scenario.check_rate(
+        "claim: slow replica's share is a third (round robin)",
+        run.slow,
+        run.served,
+        1 / 3,
+        alternative="two-sided",
+        delta=LB_DELTA,
+        reasons=run.reasons,
+    )
+
+
+def test_default_load_balancing_sends_a_slow_replica_less(mesh_scenario: Scenario) -> None:
+    """README line 497 corrected: Istio's default (LEAST_REQUEST) sends a slow replica far less than a third.
+
+    No DestinationRule: istiod writes ``lb_policy: LEAST_REQUEST``. With 6 requests in flight and one replica
+    ten times slower, the model (Envoy's two-choice pick, simulated) gives it 14.0 %; round robin would give 33.3 %.
+    """
+    run = run_one_slow_replica(mesh_scenario, lb_policy(None), LEAST_REQUEST_AT_MOST, "at-most")
+    mesh_scenario.check_rate(
+        f"claim: slow replica's share at most {LEAST_REQUEST_AT_MOST:.0%}",
+        run.slow,
+        run.served,
+        LEAST_REQUEST_AT_MOST,
+        alternative="at-most",
+        delta=LB_DELTA,
+        reasons=run.reasons,
+    )
+    check_model_share(mesh_scenario, run)
+
+
+def test_round_robin_sends_a_slow_replica_a_third(mesh_scenario: Scenario) -> None:
+    """README lines 507-508's ROUND_ROBIN option: each replica gets a third, however slow."""
+    run = run_one_slow_replica(mesh_scenario, lb_policy("ROUND_ROBIN"), 1 / 3, "two-sided")
+    mesh_scenario.check_rate(
+        "claim: slow replica's share is a third",
+        run.slow,
+        run.served,
+        1 / 3,
+        alternative="two-sided",
+        delta=LB_DELTA,
+        reasons=run.reasons,
+    )
+    check_model_share(mesh_scenario, run)
+
+
+def test_least_conn_is_accepted_as_least_request_with_a_warning(mesh_scenario: Scenario) -> None:
+    """README lines 507-508: "simple: LEAST_CONN # Route to least busy instance".
+
+    Istio accepts the deprecated ``LEAST_CONN`` and writes Envoy's ``LEAST_REQUEST`` for it (least active
+    requests, not connections); meshcheck loads it with a warning saying so. It then behaves as the default.
+    """
+    run = run_one_slow_replica(mesh_scenario, lb_policy("LEAST_CONN"), LEAST_REQUEST_AT_MOST, "at-most")
+    mesh_scenario.check_rate(
+        f"claim: slow replica's share at most {LEAST_REQUEST_AT_MOST:.0%}",
+        run.slow,
+        run.served,
+        LEAST_REQUEST_AT_MOST,
+        alternative="at-most",
+        delta=LB_DELTA,
+        reasons=run.reasons,
+    )
+    warned = [w for w in mesh_scenario.policies.warnings if "LEAST_CONN" in w.message]
+    mesh_scenario.check_value(
+        "claim: LEAST_CONN is accepted with a warning that Istio uses LEAST_REQUEST",
+        float(len(warned)),
+        expected=1.0,
+        detail="; ".join(str(w) for w in warned) or "no warning",
+    )
+    check_model_share(mesh_scenario, run)

@@ -25,6 +25,7 @@ import httpx
 
 from pytest_meshcheck.chaos.destination import FaultKind, error_spec, latency_spec, reset_spec
 from pytest_meshcheck.errors import ChaosError, ChaosNotEffective
+from pytest_meshcheck.harness.timing import CHAOS_APPLY, CHAOS_REVERT, Timings
 
 if TYPE_CHECKING:
     from pytest_meshcheck.backend import MeshBackend, WorkloadInstance
@@ -156,12 +157,13 @@ class FaultHandle:
         """Remove the fault (idempotent); the proof is frozen first."""
         if not self.active:
             return
-        if self.is_destination_fault:
-            try:
-                self._final = self.proof()
-            except ChaosError:
-                self._final = []
-        self._chaos._revert(self)
+        with self._chaos.timings.measure(CHAOS_REVERT):
+            if self.is_destination_fault:
+                try:
+                    self._final = self.proof()
+                except ChaosError:
+                    self._final = []
+            self._chaos._revert(self)
         self.reverted_at = time.time()
 
 
@@ -178,6 +180,7 @@ class Chaos:
         self.mesh = mesh
         self._policies = policies
         self.handles: list[FaultHandle] = []
+        self.timings = Timings()
 
     # ------------------------------------------------------------ destination faults
 
@@ -208,8 +211,9 @@ class Chaos:
         version: str | None,
     ) -> FaultHandle:
         targets = self._targets(service, instances, version)
-        baseline = {t.name: _stats(t, self._mesh.chaos.client) for t in targets}
-        applied = self._mesh.chaos.apply(kind, spec, targets)
+        with self.timings.measure(CHAOS_APPLY):
+            baseline = {t.name: _stats(t, self._mesh.chaos.client) for t in targets}
+            applied = self._mesh.chaos.apply(kind, spec, targets)
         handle = FaultHandle(
             kind, targets[0].service, applied.instances, dict(spec), applied.applied_at, self, targets, baseline
         )
@@ -286,7 +290,8 @@ class Chaos:
                 http=(HTTPRoute(route=(HTTPRouteDestination(Destination(svc.name)),), fault=fault),),
             )
             restore = ("remove", patched)
-        self._policies.apply(PolicySet(virtual_services=(patched,)), builtin=False)
+        with self.timings.measure(CHAOS_APPLY):
+            self._policies.apply(PolicySet(virtual_services=(patched,)), builtin=False)
         names = tuple(i.name for i in self._mesh.instances(svc.name))
         handle = FaultHandle(kind, svc.name, names, spec, time.time(), self, _restore=restore)
         self.handles.append(handle)

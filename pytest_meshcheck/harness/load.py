@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pytest_meshcheck.harness.timing import LOAD_START, TRAFFIC, Timings
 from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class LoadDriver:
         self.progress = progress
         self.listeners: list[Callable[[LoadPhase], None]] = []
         self.phases: list[LoadPhase] = []
+        self.timings = Timings()
         self._sent = self._ok = 0
 
     def _run_with_progress(
@@ -90,10 +92,14 @@ class LoadDriver:
     ) -> LoadResult:
         """Run one load profile against ``service`` and record it."""
         started = time.time()
-        if self.progress is not None:
-            result = self._run_with_progress(service, profile, path, headers)
-        else:
-            result = self._mesh.run_load(service, profile, path=path, headers=headers)
+        # The engine's own span (first send to last answer) is traffic; the rest of the phase is the child
+        # process starting and handing back its records.
+        with self.timings.measure(LOAD_START):
+            if self.progress is not None:
+                result = self._run_with_progress(service, profile, path, headers)
+            else:
+                result = self._mesh.run_load(service, profile, path=path, headers=headers)
+            self.timings.add(TRAFFIC, result.elapsed)
         phase = LoadPhase(service, path, profile, result, started, time.time())
         self.phases.append(phase)
         for listener in self.listeners:

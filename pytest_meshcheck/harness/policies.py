@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_meshcheck.errors import MeshcheckWarning, PolicyError
+from pytest_meshcheck.harness.timing import POLICY, POLICY_RESTORE, Timings
 from pytest_meshcheck.policy import PolicySet, check_policies_fit, load_policies, load_policy_text
 from pytest_meshcheck.policy.model import PolicyWarning
 from pytest_meshcheck.policy.scale import scale_durations
@@ -70,6 +71,7 @@ class MeshPolicies:
         self._snapshot = mesh.policies
         self.applied: list[PolicySet] = []
         self.warnings: list[PolicyWarning] = []
+        self.timings = Timings()
 
     def apply(
         self, policies: PolicySet | str | Path, *, builtin: bool = True, time_scale: float | None = None
@@ -88,21 +90,25 @@ class MeshPolicies:
         self.warnings += new
         for w in new:
             warnings.warn(MeshcheckWarning(str(w)), stacklevel=2)
-        self._mesh.apply(ps)
+        with self.timings.measure(POLICY):
+            self._mesh.apply(ps)
         self.applied.append(ps)
         return ps
 
     def remove(self, policies: PolicySet) -> None:
         """Remove policies before the test ends."""
-        self._mesh.remove(policies)
+        with self.timings.measure(POLICY):
+            self._mesh.remove(policies)
 
     def clear(self) -> None:
         """Run with no policies at all (Istio's defaults only)."""
-        self._mesh.replace_all(PolicySet())
+        with self.timings.measure(POLICY):
+            self._mesh.replace_all(PolicySet())
 
     def restore(self) -> None:
         """Put back the policies that were in force before the test (teardown)."""
-        self._mesh.replace_all(self._snapshot)
+        with self.timings.measure(POLICY_RESTORE):
+            self._mesh.replace_all(self._snapshot)
 
     @property
     def active(self) -> PolicySet:

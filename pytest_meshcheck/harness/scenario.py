@@ -41,6 +41,16 @@ from pytest_meshcheck.harness.declare import (
 from pytest_meshcheck.harness.load import LoadDriver, LoadPhase
 from pytest_meshcheck.harness.plan import PlannedRate, plan_rate
 from pytest_meshcheck.harness.policies import MeshPolicies
+from pytest_meshcheck.harness.timing import (
+    LOG_FLAGS,
+    LOG_SAMPLES,
+    REPORT_PROM,
+    REPORT_WRITE,
+    SCRAPE_END,
+    SCRAPE_GAUGE,
+    SCRAPE_START,
+    Timings,
+)
 from pytest_meshcheck.harness.verify import Declarations
 from pytest_meshcheck.report.record import (
     ChaosRecord,
@@ -165,12 +175,16 @@ class Scenario:
         }
         self._reasons: list[str] = []
         self.declared = Declarations()
+        # One clock for the scenario and its fixtures, so the bench can say where the time went.
+        self.timings = Timings()
+        policies.timings = chaos.timings = load.timings = self.timings
         # Counters are diffed from a scrape taken after the scenario began and before any of its traffic,
         # so the tail of an earlier test's traffic never leaks into this window.
         from pytest_meshcheck.metrics.prom import Prom
 
         baseline = Prom(mesh.prometheus_url, base_labels=mesh.client_proxy_labels)
-        self.window_start = baseline.wait_scraped_after(self.started_at, mesh.client_proxy_labels, timeout=15.0)
+        with self.timings.measure(SCRAPE_START):
+            self.window_start = baseline.wait_scraped_after(self.started_at, mesh.client_proxy_labels, timeout=15.0)
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -769,7 +783,8 @@ class Scenario:
 
     def mesh_response_flags(self, service: str) -> dict[str, int] | None:
         """Response flags of the caller's sidecar for ``service`` since the scenario began (``None`` if unknown)."""
-        return self.mesh.response_flags(service, self.window_start, time.time())
+        with self.timings.measure(LOG_FLAGS):
+            return self.mesh.response_flags(service, self.window_start, time.time())
 
     # ------------------------------------------------------------------ Prometheus
 
@@ -784,8 +799,13 @@ class Scenario:
         prom = Prom(
             self.mesh.prometheus_url, start=start or self.window_start, base_labels=self.mesh.client_proxy_labels
         )
-        prom.end = prom.wait_scraped_after(end, self.mesh.client_proxy_labels, timeout=15.0)
+        with self.timings.measure(SCRAPE_END):
+            prom.end = prom.wait_scraped_after(end, self.mesh.client_proxy_labels, timeout=15.0)
         return prom
+
+    def sleep(self, seconds: float, why: str) -> None:
+        """A fixed wait that physics requires, such as Envoy's ejection merge window; the bench reports it."""
+        self.timings.sleep(seconds, why)
 
     def cluster_increase(self, metric: str, service: str, prom: Prom) -> float:
         """Increase of an ``envoy_cluster_*`` counter over every cluster (and subset) of ``service``."""
@@ -802,8 +822,9 @@ class Scenario:
         deadline = time.monotonic() + timeout
         value = 0.0
         while True:
-            prom = self.prom(self.window_start, time.time())
-            value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
+            with self.timings.measure(SCRAPE_GAUGE, absorb=True):
+                prom = self.prom(self.window_start, time.time())
+                value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
             if value >= at_least or time.monotonic() >= deadline:
                 return value
 
@@ -818,7 +839,8 @@ class Scenario:
         end = end if end is not None else time.time()
         labels = self.mesh.caller_proxy_labels(caller)
         prom = Prom(self.mesh.prometheus_url, start=self.window_start, base_labels=labels)
-        prom.end = prom.wait_scraped_after(end, labels, timeout=15.0, latest=True)
+        with self.timings.measure(SCRAPE_END):
+            prom.end = prom.wait_scraped_after(end, labels, timeout=15.0, latest=True)
         return prom
 
     def wait_for_hop_gauge(
@@ -839,8 +861,9 @@ class Scenario:
         fqdn = self.mesh.topology.service(service).fqdn
         deadline = time.monotonic() + timeout
         while True:
-            prom = self.hop_prom(caller)
-            value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
+            with self.timings.measure(SCRAPE_GAUGE, absorb=True):
+                prom = self.hop_prom(caller)
+                value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
             reached = (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
             if reached or time.monotonic() >= deadline:
                 return value
@@ -902,22 +925,30 @@ class Scenario:
             ts["p99_ms"].append(float(np.percentile(lat[mask], 99)))
         return ts
 
+    @property
+    def traffic_ended_at(self) -> float:
+        """When the scenario's last request ended: the end of its last load phase (else the scenario's end)."""
+        return max((p.ended_at for p in self.load.phases), default=self.record.ended_at or time.time())
+
     def _prom_evidence(self) -> None:
         if not self.services:
             return
         try:
             # The last request ended with the last load phase; a scrape after it is usually already in.
-            last = max((p.ended_at for p in self.load.phases), default=self.record.ended_at)
-            prom = self.prom(self.window_start, last)
+            prom = self.prom(self.window_start, self.traffic_ended_at)
         except Exception as exc:  # evidence is best effort at teardown; the checks already ran
             self.record.metric_deltas["(prometheus unavailable)"] = 0.0
             self.record.message = self.record.message or f"Prometheus evidence unavailable: {exc}"
             return
+        from pytest_meshcheck.metrics.prom import selector
+
         fqdns = [self.mesh.topology.service(s).fqdn for s in self.services]
-        for metric in REPORT_COUNTERS:
-            self.record.metric_deltas[metric] = prom.increase(_cluster_selector(metric, fqdns, prom.base_labels))
+        # One query at each end of the window for every counter: 34 round trips to Prometheus were about
+        # 0.1 s of every scenario.
+        exprs = {metric: _cluster_selector(metric, fqdns, prom.base_labels) for metric in REPORT_COUNTERS}
         for metric in ("envoy_http_fault_aborts_injected", "envoy_http_fault_delays_injected"):
-            self.record.metric_deltas[metric] = prom.counter_increase(metric)
+            exprs[metric] = selector(metric, prom.base_labels)
+        self.record.metric_deltas.update(prom.increases(exprs))
         start, end = self.started_at - 1, self.record.ended_at + 1
         for name, (metric, is_counter) in REPORT_SERIES.items():
             series = prom.range(f"sum({_cluster_selector(metric, fqdns, prom.base_labels)})", start, end, 1.0)
@@ -961,6 +992,11 @@ class Scenario:
                 )
             )
         self.record.policies = self._policy_records()
+        from pytest_meshcheck.report.lint_view import scenario_lint_findings
+
+        self.record.lint_findings = scenario_lint_findings(
+            self.policies.applied, self.mesh.topology, self.mesh.istio_version
+        )
         self.record.timeseries = self._timeseries()
         if error is not None and not self.record.message:
             self.record.message = f"{type(error).__name__}: {error}"
@@ -972,18 +1008,35 @@ class Scenario:
                 "message": str(error),
                 "traceback": "".join(traceback.format_exception(error))[-4000:],
             }
-        self._prom_evidence()
-        for svc in self.services:
-            for flag, count in (self.mesh.response_flags(svc, self.started_at, self.record.ended_at) or {}).items():
-                self.record.response_flags[flag] = self.record.response_flags.get(flag, 0) + count
+        with self.timings.measure(REPORT_PROM):
+            self._prom_evidence()
+        # The client's log holds only the scenario's requests, and the last one ended with the last load phase:
+        # read it up to then, so the wait for Envoy's log flush runs from the traffic's end, long past by now,
+        # not from this moment.
+        logged = self.traffic_ended_at
+        with self.timings.measure(LOG_FLAGS):
+            for svc in self.services:
+                for flag, count in (self.mesh.response_flags(svc, self.started_at, logged) or {}).items():
+                    self.record.response_flags[flag] = self.record.response_flags.get(flag, 0) + count
         if not self.record.message and outcome == "passed":
             self.record.message = f"{len(self.record.checks)} check(s) held"
         from pytest_meshcheck.report.sample_requests import collect_sample_requests
 
-        self.record.sample_requests = collect_sample_requests(self.mesh, self.started_at, self.record.ended_at)
+        # A pod's own calls can outlive the user request that made them (an outer timeout cuts the request
+        # while the inner call goes on), so with calls in play the per-attempt logs are read up to now.
+        topology = self.mesh.topology
+        chained = any(topology.service(s).calls for s in self.services)
+        with self.timings.measure(LOG_SAMPLES):
+            self.record.sample_requests = collect_sample_requests(
+                self.mesh, self.started_at, self.record.ended_at if chained else logged
+            )
         from pytest_meshcheck.report import write_scenario_report
+        from pytest_meshcheck.report.graph import collect_graph
 
-        write_scenario_report(self.record, self.report_dir)
+        with self.timings.measure(REPORT_PROM):
+            self.record.graph = collect_graph(self)
+        with self.timings.measure(REPORT_WRITE):
+            write_scenario_report(self.record, self.report_dir)
         return self.record
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytest_meshcheck.lint.finding import Finding, Rule, Severity
     from pytest_meshcheck.lint.rules import RULES
-    from pytest_meshcheck.lint.run import LintOptions, LintResult, lint_paths
+    from pytest_meshcheck.lint.run import LintOptions, LintResult, lint_paths, lint_policies
 
 # Lazy, so the plugin can register --mesh-lint (lint.options) without importing the linter.
 _EXPORTS = {
@@ -23,8 +23,9 @@ _EXPORTS = {
     "LintOptions": "pytest_meshcheck.lint.run",
     "LintResult": "pytest_meshcheck.lint.run",
     "lint_paths": "pytest_meshcheck.lint.run",
+    "lint_policies": "pytest_meshcheck.lint.run",
 }
-__all__ = ["RULES", "Finding", "LintOptions", "LintResult", "Rule", "Severity", "lint_paths"]
+__all__ = ["RULES", "Finding", "LintOptions", "LintResult", "Rule", "Severity", "lint_paths", "lint_policies"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Run every rule over files and directories; invalid input becomes findings, never a traceback."""
+"""Run every rule over policy files or policies in memory; invalid input becomes findings, never a traceback."""
 
 from __future__ import annotations
 
@@ -106,14 +106,44 @@ def lint_paths(paths: Iterable[str | Path], options: LintOptions | None = None) 
     # A bad --istio-version, --topology or pattern is the caller's input, not a crash.
     except (MeshcheckError, OSError, re.error) as exc:
         raise LintUsageError(str(exc)) from exc
-    policies, findings = _load(files)
-    ctx = LintContext(policies, topology, istio, tuple(opts.returns), pattern, findings)
+    policies, load_findings = _load(files)
+    findings = lint_policies(
+        policies, topology, istio, returns=tuple(opts.returns), non_idempotent=pattern, findings=load_findings
+    )
+    notes: list[str] = []
+    if not len(policies) and not findings:
+        notes.append(f"{RULES['MC002'].code}: no VirtualService or DestinationRule found in {', '.join(given)}")
+    return LintResult(findings, [str(f) for f in files], len(policies), istio, topology.source, notes)
+
+
+def lint_policies(
+    policies: PolicySet,
+    topology: Topology,
+    istio: IstioVersion,
+    *,
+    returns: tuple[int, ...] = (500, 503),
+    non_idempotent: str | re.Pattern[str] = DEFAULT_NON_IDEMPOTENT,
+    findings: Iterable[Finding] = (),
+) -> list[Finding]:
+    """Lint policies already in memory (a scenario's applied set) with every rule.
+
+    Findings point at each resource's ``SourceRef`` (file and line as loaded), exactly as for files.
+
+    Args:
+        policies: The policies to judge together (cross-resource rules see all of them).
+        topology: Services, replicas and versions the policies run against.
+        istio: The Istio release whose behaviour to assume.
+        returns: Statuses the destinations fail with, for the retry and outlier rules.
+        non_idempotent: Regex (text or compiled; text is case-insensitive) of non-idempotent hosts and paths.
+        findings: Findings already made (load errors), kept in the result.
+
+    Returns:
+        Every finding, in stable order (file, line, code, message).
+    """
+    pattern = re.compile(non_idempotent, re.IGNORECASE) if isinstance(non_idempotent, str) else non_idempotent
+    ctx = LintContext(policies, topology, istio, tuple(returns), pattern, list(findings))
     check_routes(ctx)
     check_destination_rules(ctx)
     check_hosts(ctx)
     check_chains(ctx)
-    notes: list[str] = []
-    if not len(policies) and not findings:
-        notes.append(f"{RULES['MC002'].code}: no VirtualService or DestinationRule found in {', '.join(given)}")
-    findings_sorted = sorted(ctx.findings, key=Finding.sort_key)
-    return LintResult(findings_sorted, [str(f) for f in files], len(policies), istio, topology.source, notes)
+    return sorted(ctx.findings, key=Finding.sort_key)

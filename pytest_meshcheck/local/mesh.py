@@ -74,7 +74,7 @@ class LocalMesh:
         policies: VirtualServices and DestinationRules active from the start.
         istio_version: Istio release whose translation to follow (``"1.30"``); the default current release.
         gateway_port: Port of the ingress listener; ``None`` for no gateway, ``0`` for an OS-assigned one.
-        prometheus: Start a Prometheus server scraping Envoy and the workloads every second.
+        prometheus: Start a Prometheus server scraping every Envoy and workload host every 250 ms.
         envoy_bin: Envoy binary; found automatically when ``None``.
         prometheus_bin: Prometheus binary; found on ``PATH`` when ``None``.
         keep: Keep the work directory (configs, logs) after stopping.

@@ -20,6 +20,10 @@ from typing import Any
 from pytest_meshcheck.errors import PromQueryError
 
 CLUSTER_LABELS = ("cluster_name", "envoy_cluster_name")
+# Tags each expression of a batched query (:meth:`Prom.increases`) with its position.
+KEY_LABEL = "meshcheck_expr"
+# Seconds between two looks for a fresh scrape in :meth:`Prom.wait_scraped_after`.
+POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,27 @@ class Prom:
         start, end = self._bounds()
         return self.value(f"sum({promql})", end) - self.value(f"sum({promql})", start)
 
+    def increases(self, exprs: Mapping[str, str]) -> dict[str, float]:
+        """:meth:`increase` of several counter expressions, in one query at each end of the window.
+
+        Each ``sum(expr)`` is tagged with its key (``label_replace``), so ``or`` keeps every one of them;
+        an expression without series is absent, so it counts as 0 as in :meth:`increase`.
+        """
+        if not exprs:
+            return {}
+        start, end = self._bounds()
+        keys = list(exprs)
+        query = " or ".join(f'label_replace(sum({exprs[k]}), "{KEY_LABEL}", "{i}", "", "")' for i, k in enumerate(keys))
+
+        def at(t: float) -> dict[str, float]:
+            values = dict.fromkeys(keys, 0.0)
+            for sample in self.query(query, t):
+                values[keys[int(sample.labels[KEY_LABEL])]] = sample.value
+            return values
+
+        before, after = at(start), at(end)
+        return {k: after[k] - before[k] for k in keys}
+
     def counter_increase(self, metric: str, labels: Mapping[str, str] | None = None) -> float:
         """Increase of ``metric{labels}`` (plus the base labels) over the window."""
         return self.increase(selector(metric, {**self.base_labels, **(labels or {})}))
@@ -178,7 +203,11 @@ class Prom:
             PromQueryError: No such scrape within ``timeout``.
         """
         began = time.monotonic()
-        expr = f"timestamp({selector('up', target_labels)})"
+        # Only a successful scrape holds the counters: a failed one (a timeout on a busy machine) still
+        # writes ``up`` = 0 with its time, and a window ending there would read the sample before ``t``.
+        # Multiplying by ``up`` turns such a target's time into 0, so it keeps the wait going.
+        up = selector("up", target_labels)
+        expr = f"timestamp({up}) * {up}"
         last = 0.0
         while time.monotonic() - began < timeout:
             samples = self.query(expr)
@@ -186,7 +215,9 @@ class Prom:
                 last = min(s.value for s in samples)
                 if last >= t:
                     return max(s.value for s in samples) if latest else last
-            time.sleep(0.2)
+            # A scrape is visible to queries within milliseconds of being taken; poll often enough that the
+            # wait ends close to it (an instant query costs Prometheus about a millisecond).
+            time.sleep(POLL)
         raise PromQueryError(
             f"Prometheus at {self.url} has no scrape of {dict(target_labels)} after t={t:.3f} "
             f"(last at {last:.3f}) within {timeout}s; is the target up? See {self.url}/targets",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_meshcheck.errors import MeshcheckError
+from pytest_meshcheck.report.graph import merge_graphs, render_graph
 from pytest_meshcheck.report.record import SCHEMA_VERSION, ScenarioRecord, check_outcome
 from pytest_meshcheck.report.redact import redact_data
 from pytest_meshcheck.report.render import FAILING, format_time, prepare_record, template_env, write_text
@@ -44,7 +45,7 @@ INDEX_HTML = "index.html"
 INDEX_JSON = "index.json"
 RUN_KIND = "meshcheck-run"
 # Fields left out of index.json: the series and tables live in each scenario's own JSON.
-_BULKY = ("timeseries", "prom_series", "metric_deltas", "load", "chaos", "policies", "error")
+_BULKY = ("timeseries", "prom_series", "metric_deltas", "load", "chaos", "policies", "lint_findings", "graph", "error")
 _ORDER = ("failed", "inconclusive", "error", "xpassed", "passed", "xfailed", "skipped")
 # Run-information keys shown in their own rows. ``context`` is what older callers passed for the mesh
 # context: it is read as ``mesh_context`` and never listed a second time.
@@ -221,6 +222,7 @@ def write_index(
     directory = Path(report_dir)
     info: Mapping[str, Any] = redact_data(dict(run_info or {}))
     # The index needs no series or tables: drop them before the (copying) redaction.
+    run_graph = merge_graphs(r.graph for r in records if r.graph)
     light = [
         replace(r, timeseries={}, prom_series={}, metric_deltas={}, policies=[], chaos=[], load=load_phases(r))
         for r in records
@@ -235,6 +237,9 @@ def write_index(
             scenarios=[_scenario_row(r, directory) for r in safe_records],
             regressions=[redact_data(str(r)) for r in regressions],
             generated=format_time(datetime.now(tz=UTC).timestamp()),
+            graph_section=(
+                render_graph(run_graph, "Service graph (every scenario of the run)") if run_graph["available"] else ""
+            ),
         )
     )
     path = directory / INDEX_HTML

@@ -176,6 +176,9 @@ class ScenarioRecord:
         response_flags: Access-log response flags (``URX``, ``UO``...) with counts.
         sample_requests: A few user requests (failed, slowest, retried) with every attempt on every hop,
             from the sidecars' per-attempt logs (:mod:`pytest_meshcheck.report.sample_requests`).
+        graph: The service graph with each edge's counters over the scenario (:mod:`pytest_meshcheck.report.graph`).
+        lint_findings: ``meshcheck lint`` findings of the policies the scenario applied, judged with the run's
+            topology and Istio version (:mod:`pytest_meshcheck.report.lint_view`).
         started_at: Scenario start.
         ended_at: Scenario end.
         xfail_reason: For strict expected failures: why the claim cannot hold.
@@ -198,6 +201,8 @@ class ScenarioRecord:
     metric_deltas: dict[str, float] = field(default_factory=dict)
     response_flags: dict[str, int] = field(default_factory=dict)
     sample_requests: dict[str, Any] = field(default_factory=dict)
+    graph: dict[str, Any] = field(default_factory=dict)
+    lint_findings: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = 0.0
     ended_at: float = 0.0
     xfail_reason: str = ""

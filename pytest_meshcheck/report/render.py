@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from pytest_meshcheck.errors import MeshcheckError
 from pytest_meshcheck.report.charts import decimate, rebin_timeseries, scenario_charts
+from pytest_meshcheck.report.lint_view import lint_section
 from pytest_meshcheck.report.record import CheckRecord, ScenarioRecord, check_outcome, check_role, report_stem
 from pytest_meshcheck.report.redact import redact_data
 from pytest_meshcheck.report.summary import (
@@ -490,6 +491,8 @@ def scenario_view(record: ScenarioRecord) -> dict[str, Any]:
         "checks": checks,
         "failed_checks": failed_checks,
         "policies": _policy_view(record),
+        "lint": lint_section(record.lint_findings),
+        "graph_section": _graph_section(record),
         "chaos": _chaos_view(record, start),
         "load": _load_view(record),
         "charts": [
@@ -508,6 +511,13 @@ def scenario_view(record: ScenarioRecord) -> dict[str, Any]:
         "generated": format_time(datetime.now(tz=UTC).timestamp()),
         "json_href": str(Path(record.report_path).with_suffix(".json")) if record.report_path else "",
     }
+
+
+def _graph_section(record: ScenarioRecord) -> str:
+    # Imported here: the graph module renders with this module's template environment.
+    from pytest_meshcheck.report.graph import render_graph
+
+    return render_graph(record.graph) if record.graph else ""
 
 
 def render_scenario(record: ScenarioRecord) -> str:

@@ -9,7 +9,11 @@ claim about the mesh (role ``claim``), never a model-only check.
   balancer until a full second after the previous change, which stretches a 1-1.5 s re-ejection into the
   claimed range;
 * one instance never ejected at maxEjectionPercent 50: 50 -> 100 lets Envoy eject it;
-* one instance ejected after 3 failures at maxEjectionPercent 100: consecutive5xxErrors 3 -> 4.
+* one instance ejected after 3 failures at maxEjectionPercent 100: consecutive5xxErrors 3 -> 4;
+* waits uniform in [0, 25 / 50 / 100 ms): ``retries.backoff: 50ms`` (honoured from Istio 1.26) doubles every cap,
+  which the back-off test, sized for the (2^n - 1) x 25 ms rule's smaller deviation, rejects;
+* slow replica's share at most 20 % under the default (LEAST_REQUEST) or LEAST_CONN: ROUND_ROBIN gives it a third;
+* slow replica's share a third under ROUND_ROBIN: LEAST_REQUEST gives it about 14 %.
 
 The strict-xfail "as written" scenarios are not listed: they already fail on their claim by design.
 """
@@ -42,6 +46,14 @@ CASES: list[Case] = [
     ("one instance consecutive5xxErrors 3 -> 4", rc.test_one_instance_is_ejected_at_max_ejection_percent_100,
      text(rc.one_host_policy(100, consecutive=4)),
      "claim: failures the only instance served before its ejection (then nothing)"),
+    ("back-off base 25 ms -> 50 ms", rc.test_retries_wait_jittered_exponential_backoff,
+     text(rc.backoff_policy(backoff="50ms")), "claim: waits before retries 1-3 are uniform in [0, 25 / 50 / 100 ms)"),
+    ("default load balancer -> ROUND_ROBIN", rc.test_default_load_balancing_sends_a_slow_replica_less,
+     text(rc.lb_policy("ROUND_ROBIN")), "claim: slow replica's share at most 20%"),
+    ("ROUND_ROBIN -> LEAST_REQUEST", rc.test_round_robin_sends_a_slow_replica_a_third,
+     text(rc.lb_policy("LEAST_REQUEST")), "claim: slow replica's share is a third"),
+    ("LEAST_CONN -> ROUND_ROBIN", rc.test_least_conn_is_accepted_as_least_request_with_a_warning,
+     text(rc.lb_policy("ROUND_ROBIN")), "claim: slow replica's share at most 20%"),
 ]  # fmt: skip
 
 

@@ -114,7 +114,7 @@ def planned_rates(fn: Callable[..., None], kwargs: dict[str, Any], profile: str)
     sc = planning_scenario(profile)
     try:
         fn(sc, **kwargs)
-    except AttributeError:
+    except (AttributeError, pytest.skip.Exception):
         # A timeline scenario (ejections, timeouts, call chains) drives the mesh itself. A rate it decides
         # must be sized by the planner (requests_for), which test_imperative_rate_checks_meet_alpha_and_beta
         # checks for the rates it names.
@@ -125,19 +125,53 @@ def planned_rates(fn: Callable[..., None], kwargs: dict[str, Any], profile: str)
     return list(plan.rates), plan.n or 0
 
 
-def imperative_rates(fn: Callable[..., None]) -> list[tuple[float, str]]:
-    """``(expected, alternative)`` of every ``requests_for(<number>, alternative=<literal>)`` in ``fn``."""
+def _scan_requests_for(tree: ast.AST, env: dict[str, Any]) -> list[tuple[float, str, float | None]]:
+    """``(expected, alternative, delta)`` of each ``requests_for(...)`` call whose arguments evaluate in ``env``."""
     out = []
-    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(fn)))):
+    for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
-        if node.func.attr != "requests_for" or not node.args or not isinstance(node.args[0], ast.Constant):
+        if node.func.attr != "requests_for" or not node.args:
             continue
-        alternative = "two-sided"
-        for k in node.keywords:
-            if k.arg == "alternative" and isinstance(k.value, ast.Constant):
-                alternative = str(k.value.value)
-        out.append((float(node.args[0].value), alternative))
+        try:
+            expected = float(_evaluate(node.args[0], env))
+            kw = {k.arg: _evaluate(k.value, env) for k in node.keywords if k.arg}
+        except Exception:  # a value only known at run time (a model prediction): not a planned claim
+            continue
+        delta = kw.get("delta")
+        out.append((expected, str(kw.get("alternative", "two-sided")), None if delta is None else float(delta)))
+    return out
+
+
+def _evaluate(node: ast.expr, env: dict[str, Any]) -> Any:
+    # Evaluates expressions of our own scenario files (constants, 1 / 3, LB_DELTA), never outside input.
+    return eval(compile(ast.Expression(body=node), "<scenario>", "eval"), dict(env))
+
+
+def imperative_rates(fn: Callable[..., None]) -> list[tuple[float, str, float | None]]:
+    """The rates ``fn`` sizes with ``requests_for``, in its body or in a same-module helper it calls.
+
+    A helper's parameters are bound from the test's call (``run_one_slow_replica(sc, policy, 1 / 3, "two-sided")``),
+    so a claim sized inside the helper is found with the values the test passes.
+    """
+    module = sys.modules[fn.__module__]
+    env = dict(vars(module))
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    out = _scan_requests_for(tree, env)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        helper = getattr(module, node.func.id, None)
+        if not inspect.isfunction(helper) or helper.__module__ != module.__name__:
+            continue
+        bound: dict[str, Any] = {}
+        names = list(inspect.signature(helper).parameters)
+        for name, arg in [*zip(names, node.args, strict=False), *((k.arg, k.value) for k in node.keywords)]:
+            try:
+                bound[str(name)] = _evaluate(arg, env)
+            except Exception:  # the scenario fixture, or a run-time value
+                continue
+        out += _scan_requests_for(ast.parse(textwrap.dedent(inspect.getsource(helper))), {**env, **bound})
     return out
 
 
@@ -194,20 +228,24 @@ IMPERATIVE_CASES = sorted(
 
 def test_imperative_rate_scenarios_are_found() -> None:
     assert any("test_scenario_1_corrected" in case for case, _ in IMPERATIVE_CASES)
+    # Sized inside a helper, with the values the test passes it.
+    assert any("round_robin_as_written" in case and rate[:2] == (1 / 3, "two-sided") for case, rate in IMPERATIVE_CASES)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize(("case", "rate"), IMPERATIVE_CASES, ids=[f"{c}{r}" for c, r in IMPERATIVE_CASES])
-def test_imperative_rate_checks_meet_alpha_and_beta(case: str, rate: tuple[float, str], profile: str) -> None:
+def test_imperative_rate_checks_meet_alpha_and_beta(
+    case: str, rate: tuple[float, str, float | None], profile: str
+) -> None:
     """A scenario that drives the chain itself sizes its rate checks with requests_for and decides them with
     check_rate, both under the run's rule: at the planned n the rule meets alpha (and beta, but for smoke)."""
-    expected, alternative = rate
+    expected, alternative, delta = rate
     sc = planning_scenario(profile)
-    n = sc.requests_for(expected, alternative=alternative)
+    n = sc.requests_for(expected, alternative=alternative, delta=delta)
     from pytest_meshcheck.harness.declare import RateExpectation, success
     from pytest_meshcheck.harness.plan import plan_rate
 
-    e = RateExpectation("rate", "claim", alternative, expected, None, "custom", success)  # type: ignore[arg-type]
+    e = RateExpectation("rate", "claim", alternative, expected, delta, "custom", success)  # type: ignore[arg-type]
     rule = plan_rate(e, expected, None, alpha=ALPHA, beta=BETA, delta_scale=sc.delta_scale).rule
     region = acceptance_region(n, rule.expected, rule.alternative, rule.alpha)
     alpha = 1 - pass_probability(n, region, rule.expected)
