@@ -57,6 +57,17 @@ def predict_overflow(policy: EffectivePolicy, load: Load) -> OverflowPrediction:
             "always",
             f"concurrency {c} exceeds the {capacity} active + pending slots: the excess is refused at once",
         )
+    pending = policy.pool.max_pending_requests
+    if level == "never" and not policy.pool.http2 and pending < c and pending < policy.pool.max_connections:
+        # Measured by the fidelity suite (tests/fidelity/found/c3fe38d065b4.yaml): while a cold pool's
+        # connections are being established, the requests waiting for them count as pending, so more than
+        # http1MaxPendingRequests arriving at once overflow, however many connections are allowed. (With no
+        # more connections than pending slots the steady-state rule holds: ground truth §4, 1 / 1 at 2.)
+        level = "rare"
+        effect += (
+            f"; but {c} requests arriving at a cold pool wait for connections being set up, and more than "
+            f"{policy.pool.max_pending_requests} waiting at once overflow"
+        )
     reasons = [*policy.reason(*_POOL_KEYS), Reason(None, str(capacity), effect, "connection-pool model")]
     reasons.append(
         Reason(

@@ -94,7 +94,13 @@ class _Class:
 
 
 def _attempt_outcomes(faults: Sequence[DestinationFault]) -> tuple[tuple[float, _Attempt], ...]:
-    """Faults fire independently; delays add up, and the first firing error/reset/refusal decides."""
+    """Faults fire independently, decided in the echo workload's order: refused, then reset, then error.
+
+    A refused connection or a reset ends the attempt at once, with no delay (the echo resets before it
+    sleeps); otherwise the delays add up and the first firing error decides the status. Found by the
+    fidelity suite (``tests/fidelity/found/86847ca13c81.yaml``): list order used to decide, and a reset
+    carried the delay.
+    """
     dist: dict[_Attempt, float] = defaultdict(float)
     for fired in itertools.product((False, True), repeat=len(faults)):
         p = 1.0
@@ -103,14 +109,15 @@ def _attempt_outcomes(faults: Sequence[DestinationFault]) -> tuple[tuple[float, 
         if p == 0.0:
             continue
         active = [f for f, on in zip(faults, fired, strict=True) if on]
-        terminal = next((f for f in active if f.kind != "latency"), None)
+        kinds = {f.kind for f in active}
+        terminal = next((f for f in active if f.kind not in ("latency", "refused", "reset")), None)
         delay = sum(f.delay for f in active if f.kind == "latency")
-        if terminal is None:
-            dist[_Attempt(delay, None)] += p
-        elif terminal.kind == "refused":
+        if "refused" in kinds:
             dist[_Attempt(0.0, "refused", 503)] += p
-        elif terminal.kind == "reset":
-            dist[_Attempt(delay, "reset", 503)] += p
+        elif "reset" in kinds:
+            dist[_Attempt(0.0, "reset", 503)] += p
+        elif terminal is None:
+            dist[_Attempt(delay, None)] += p
         else:
             ok = 200 <= terminal.status < 300
             dist[_Attempt(delay, None if ok else "status", terminal.status)] += p

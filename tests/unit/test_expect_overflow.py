@@ -83,3 +83,12 @@ def test_reasons_cite_the_limits() -> None:
     assert "spec.trafficPolicy.connectionPool.tcp.maxConnections" in fields
     assert "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests" in fields
     assert any("--concurrency 1" in r.effect for r in pred.reasons)
+
+
+def test_a_cold_pool_may_overflow_its_pending_limit_when_connections_are_plenty() -> None:
+    # fidelity case c3fe38d065b4: pending 1, unlimited connections, concurrency 4 -> 5-7 overflows at start
+    pool = ConnectionPool(TCPSettings(), HTTPSettings(http1_max_pending_requests=1))
+    pred = predict_overflow(_policy(pool), Load(4))
+    assert pred.level == "rare"
+    assert any("cold pool" in r.effect for r in pred.reasons)
+    assert predict_overflow(_policy(pool), Load(1)).level == "never"

@@ -355,3 +355,25 @@ def test_outcomes_form_a_distribution(
     assert predict_success(_policy(more, timeout=1.0, traffic=_lb(lb)), fault, Load(concurrency)).p_success >= (
         pred.p_success - 1e-9
     )
+
+
+def test_a_reset_decides_before_an_error_and_carries_no_delay() -> None:
+    """The echo resets first (without sleeping), then delays, then answers the error (fidelity case 86847ca13c81)."""
+    from pytest_meshcheck.expect.retries import _attempt_outcomes
+
+    outcomes = _attempt_outcomes(
+        [
+            DestinationFault("error", rate=0.1, status=500),
+            DestinationFault("latency", rate=1.0, delay=0.2),
+            DestinationFault("reset", rate=0.5),
+        ]
+    )
+    by_failure: dict[str | None, float] = {}
+    for p, attempt in outcomes:
+        by_failure[attempt.failure] = by_failure.get(attempt.failure, 0.0) + p
+        if attempt.failure == "reset":
+            assert attempt.delay == 0.0
+        else:
+            assert attempt.delay == 0.2
+    assert by_failure["status"] == pytest.approx(0.5 * 0.1)
+    assert by_failure["reset"] == pytest.approx(0.5)

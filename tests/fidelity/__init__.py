@@ -1,0 +1,1 @@
+"""Differential fidelity: hypothesis drives random policies through the model and through real Envoy."""
