@@ -337,16 +337,23 @@ spec:
 BUDGET_REQUESTS = 24
 
 
-def run_budget(mesh_scenario: Scenario, policies: str, delay: float) -> tuple[ChainPrediction, ChainCounts, LoadResult]:
-    """Apply ``policies`` alone, delay every payment answer by ``delay`` s, send /api/orders through the chain."""
-    mesh_scenario.policies.apply(load_policy_text(policies, source="<budget>"))
+def run_slow_payment(
+    mesh_scenario: Scenario, policies: PolicySet, delay: float, requests: int, time_scale: float | None = None
+) -> tuple[ChainPrediction, ChainCounts, LoadResult]:
+    """Apply ``policies``, delay every payment answer by ``delay`` s, send ``requests`` orders through the chain."""
+    mesh_scenario.policies.apply(policies, time_scale=time_scale)
     fault = DestinationFault("latency", rate=1.0, delay=delay)
     prediction = chain_prediction(mesh_scenario, {PAYMENT: [fault]})
     window = LedgerWindow(mesh_scenario.mesh, ENTRY, [PAYMENT])
     with mesh_scenario.chaos.latency(PAYMENT, delay) as injected:
-        result = mesh_scenario.load.closed(ENTRY, concurrency=8, requests=BUDGET_REQUESTS, path=ORDERS_PATH)
+        result = mesh_scenario.load.closed(ENTRY, concurrency=8, requests=requests, path=ORDERS_PATH)
         mesh_scenario.require_chaos(injected)
     return prediction, window.close(), result
+
+
+def run_budget(mesh_scenario: Scenario, policies: str, delay: float) -> tuple[ChainPrediction, ChainCounts, LoadResult]:
+    """Apply ``policies`` alone, delay every payment answer by ``delay`` s, send /api/orders through the chain."""
+    return run_slow_payment(mesh_scenario, load_policy_text(policies, source="<budget>"), delay, BUDGET_REQUESTS)
 
 
 def check_budget(
@@ -441,15 +448,9 @@ spec:
 """
 
 
-def run_slow_payment(mesh_scenario: Scenario, policies: PolicySet) -> tuple[ChainPrediction, ChainCounts, LoadResult]:
-    mesh_scenario.policies.apply(policies, time_scale=DUPLICATE_SCALE)
-    fault = DestinationFault("latency", rate=1.0, delay=SLOW_PAYMENT)
-    prediction = chain_prediction(mesh_scenario, {PAYMENT: [fault]})
-    window = LedgerWindow(mesh_scenario.mesh, ENTRY, [PAYMENT])
-    with mesh_scenario.chaos.latency(PAYMENT, SLOW_PAYMENT) as injected:
-        result = mesh_scenario.load.closed(ENTRY, concurrency=8, requests=DUPLICATE_REQUESTS, path=ORDERS_PATH)
-        mesh_scenario.require_chaos(injected)
-    return prediction, window.close(), result
+def run_duplicate(mesh_scenario: Scenario, policies: PolicySet) -> tuple[ChainPrediction, ChainCounts, LoadResult]:
+    """Payment slower than order's per-try timeout but within its own, under ``policies`` scaled by 0.1."""
+    return run_slow_payment(mesh_scenario, policies, SLOW_PAYMENT, DUPLICATE_REQUESTS, DUPLICATE_SCALE)
 
 
 def check_no_duplicate_payment(mesh_scenario: Scenario, prediction: ChainPrediction, counts: ChainCounts) -> None:
@@ -482,13 +483,13 @@ def check_no_duplicate_payment(mesh_scenario: Scenario, prediction: ChainPredict
 )
 def test_slow_payment_is_never_executed_twice_as_written(mesh_scenario: Scenario) -> None:
     """The platform's retries, payment slower than order's per-try timeout: no payment runs twice (as written)."""
-    prediction, counts, _ = run_slow_payment(mesh_scenario, platform())
+    prediction, counts, _ = run_duplicate(mesh_scenario, platform())
     check_no_duplicate_payment(mesh_scenario, prediction, counts)
 
 
 def test_slow_payment_is_never_executed_twice_corrected(mesh_scenario: Scenario) -> None:
     """With retries only before a request is sent (and no per-try timeout at order), no payment runs twice."""
-    prediction, counts, result = run_slow_payment(
+    prediction, counts, result = run_duplicate(
         mesh_scenario, with_yaml(platform(), CORRECTED_NO_DUPLICATES, "<corrected>")
     )
     check_no_duplicate_payment(mesh_scenario, prediction, counts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -818,14 +818,27 @@ class Scenario:
         Waits on evidence (each fresh scrape), not a fixed sleep. Returns the last value read, which is
         below ``at_least`` when ``timeout`` passed first: the caller's check then fails on it.
         """
+        return self._wait_gauge(
+            metric, service, lambda: self.prom(self.window_start, time.time()), at_least, None, timeout
+        )
+
+    def _wait_gauge(
+        self,
+        metric: str,
+        service: str,
+        fresh_prom: Callable[[], Prom],
+        at_least: float | None,
+        at_most: float | None,
+        timeout: float,
+    ) -> float:
         fqdn = self.mesh.topology.service(service).fqdn
         deadline = time.monotonic() + timeout
-        value = 0.0
         while True:
             with self.timings.measure(SCRAPE_GAUGE, absorb=True):
-                prom = self.prom(self.window_start, time.time())
+                prom = fresh_prom()
                 value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
-            if value >= at_least or time.monotonic() >= deadline:
+            reached = (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
+            if reached or time.monotonic() >= deadline:
                 return value
 
     def hop_prom(self, caller: str, end: float | None = None) -> Prom:
@@ -858,15 +871,7 @@ class Scenario:
         Waits until the gauge is at least ``at_least`` (or at most ``at_most``) in a fresh scrape; returns the
         last value read, which misses the bound when ``timeout`` passed first.
         """
-        fqdn = self.mesh.topology.service(service).fqdn
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.timings.measure(SCRAPE_GAUGE, absorb=True):
-                prom = self.hop_prom(caller)
-                value = prom.value(f"sum({_cluster_selector(metric, [fqdn], prom.base_labels)})")
-            reached = (at_least is None or value >= at_least) and (at_most is None or value <= at_most)
-            if reached or time.monotonic() >= deadline:
-                return value
+        return self._wait_gauge(metric, service, lambda: self.hop_prom(caller), at_least, at_most, timeout)
 
     # ------------------------------------------------------------------ recording
 

@@ -279,7 +279,8 @@ class LocalMesh:
         if caller is not None:
             called = {c.service for c in topology.service(caller).calls}
             topology = Topology(tuple(s for s in topology.services if s.name in called), source=topology.source)
-        endpoints = {k: v for k, v in self._endpoints().items() if any(s.name == k[0] for s in topology.services)}
+        names = {s.name for s in topology.services}
+        endpoints = {k: v for k, v in self._endpoints().items() if k[0] in names}
         clusters = build_clusters(policies, topology, endpoints, self.istio_version)
         routes = [build_route_config(policies, topology, self.istio_version, name=bs.OUTBOUND_ROUTES)]
         if caller is None and self.gateway_port is not None:

@@ -22,18 +22,15 @@ from pytest_meshcheck.workload.echo.calls import Outbound
 from pytest_meshcheck.workload.echo.cli import Options, parse_args
 from pytest_meshcheck.workload.echo.connection import Handler, HttpConnection
 from pytest_meshcheck.workload.echo.ledger import Ledger
-from pytest_meshcheck.workload.echo.listeners import Listeners
+from pytest_meshcheck.workload.echo.listeners import BACKLOG, Listeners
 from pytest_meshcheck.workload.echo.parent import parent_alive, set_parent_death_signal, watch_parent
 from pytest_meshcheck.workload.echo.ready import ReadyInfo, ready_line
-
-# create_server(sock=...) calls listen() again, so the backlog must be passed there too.
-_BACKLOG = 1024
 
 
 def _listen(host: str, port: int) -> socket.socket:
     # Bound before the event loop serves, so a busy port is reported naming its option and nothing starts.
     family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    return socket.create_server(addr[:2], family=family, backlog=_BACKLOG)
+    return socket.create_server(addr[:2], family=family, backlog=BACKLOG)
 
 
 def _bind(host: str, port: int, option: str) -> socket.socket:
@@ -89,7 +86,7 @@ async def serve(opts: Options) -> int:
         await listeners.serve(app.identity.instance, sock)
     admin: Handler = AdminApp(next(iter(apps.values()))) if opts.spec.single else HostAdmin(apps, ports, listeners)
     admin_server = await loop.create_server(
-        lambda: HttpConnection(admin, keep_body=True, registry=connections), sock=admin_sock, backlog=_BACKLOG
+        lambda: HttpConnection(admin, keep_body=True, registry=connections), sock=admin_sock, backlog=BACKLOG
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
