@@ -221,8 +221,8 @@ spec:
 # The detector ejects a host as its 3rd error is counted on Envoy's worker, but the ejection is made on the main
 # thread and only then reaches the worker's load balancer; a request routed in between still reaches the host
 # (measured once in 20 flake-bench runs at 50 requests/s on a loaded 2-core machine: a 4th error). At 15
-# requests/s, sends are 67 ms apart, so a request can meet the host in that gap only if the ejection takes
-# longer than that to reach the worker; 1.5 s gives about 22 requests, enough for 3 errors on each of 3 hosts.
+# requests/s new requests are 67 ms apart (their retries go to other hosts: Istio's previous_hosts predicate),
+# so far fewer attempts can land in that gap; 1.5 s gives about 22 requests, enough to eject all 3 hosts.
 OPENING_RATE, OPENING_SECONDS = 15.0, 1.5
 
 
