@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pytest_meshcheck.chaos.destination import DestinationChaos
     from pytest_meshcheck.istio_version import IstioVersion
     from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
+    from pytest_meshcheck.metrics.outlier_events import InstanceEvent
     from pytest_meshcheck.policy.model import PolicySet
     from pytest_meshcheck.topology import Topology
 
@@ -142,5 +143,19 @@ class MeshBackend(Protocol):
         """Requests the caller's sidecar completed towards ``service`` so far, and how many got a 2xx.
 
         Cheap enough to poll while load runs (progress lines). ``None`` when the context cannot tell.
+        """
+        ...
+
+    def outlier_events(self, service: str, start: float, end: float) -> list[InstanceEvent] | None:
+        """Outlier-detection events (ejections and returns) of ``service``'s instances between two unix times.
+
+        Args:
+            service: Service name (short name or FQDN).
+            start: Unix time the window starts.
+            end: Unix time the window ends.
+
+        Returns:
+            Every sidecar's events for the service's instances, in time order, or ``None`` when the context
+            has no outlier event log to read.
         """
         ...

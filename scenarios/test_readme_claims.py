@@ -6,6 +6,10 @@
   from the failure that triggered it, not from the pause the client sees (see :class:`EjectionTimeline`).
 * "Need at least 2 instances for circuit breaker to work" (README line 710): with one instance and the
   README's ``maxEjectionPercent: 50`` nothing is ever ejected; with 100 the single instance is.
+* "minHealthPercent: 50 # Min 50% must be healthy" (README line 280): not a floor on ejection but Envoy's
+  panic threshold. With 2 of 3 replicas failing (maxEjectionPercent 100) both are ejected, and below 50 %
+  healthy Envoy balances over every host again: the ejected, failing replicas get 2/3 of the requests.
+  With Istio's default 0 they get none.
 
 A README claim that cannot hold under Envoy's real semantics is a strict expected failure
 (``raises=ScenarioFailed``, so only the claim failing counts) next to a corrected claim that holds.
@@ -16,6 +20,7 @@ Every timing check states its tolerance. ``docs/readme-claims.md`` maps every RE
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +39,7 @@ from pytest_meshcheck.expect.balancing import BalancePrediction, predict_balance
 from pytest_meshcheck.expect.ejection import MERGE_WINDOW
 from pytest_meshcheck.harness.scenario import Scenario, ScenarioFailed
 from pytest_meshcheck.metrics.attempts import join
+from pytest_meshcheck.metrics.outlier_events import STAMP_RESOLUTION, EjectionCount
 from pytest_meshcheck.report.record import CheckRecord
 from pytest_meshcheck.report.sample_requests import AttemptSource
 
@@ -311,6 +317,11 @@ class OneHostRun:
         longest_pause: Longest time the instance answered nothing, from the load's start to its end (s).
         flags: Response flags of the caller's sidecar for order-service, ``None`` when unavailable.
         detail: A one-line summary for check messages.
+        ejection: Envoy's own split of the attempts it sent the instance at its first ejection, ``None`` when
+            the context has no outlier event log or Envoy never ejected it.
+        after_worker_knew: Attempts the ejecting sidecar sent the instance after it first answered 503 UH itself
+            (its worker's load balancer then knew of the ejection); every attempt after the ejection when it
+            never did. ``None`` without ``ejection``.
     """
 
     prediction: EjectionPrediction
@@ -319,6 +330,8 @@ class OneHostRun:
     longest_pause: float
     flags: dict[str, int] | None
     detail: str
+    ejection: EjectionCount | None = None
+    after_worker_knew: int | None = None
 
 
 def run_one_host(mesh_scenario: Scenario, policy: str) -> OneHostRun:
@@ -338,11 +351,25 @@ def run_one_host(mesh_scenario: Scenario, policy: str) -> OneHostRun:
     edges = np.concatenate(([result.started_wall], times, [end]))
     longest = float(np.diff(edges).max())
     flags = mesh_scenario.mesh_response_flags(ONE_HOST_SERVICE)
+    instance = injected.instances[0]
+    end = mesh_scenario.traffic_ended_at
+    counts = mesh_scenario.errors_before_ejection(ONE_HOST_SERVICE, end=end)
+    ejection = None if counts is None else counts.get(instance)
+    after_worker_knew = None
+    if ejection is not None and isinstance(mesh_scenario.mesh, AttemptSource):
+        data = mesh_scenario.mesh.attempt_records(mesh_scenario.window_start, end)
+        host = {name: address for address, name in data.hosts.items()}[instance]
+        mine = [r for r in data.records if r.sidecar == ejection.sidecar]
+        # The first request the sidecar answered 503 UH itself was routed by a load balancer without the instance.
+        uh = [r.start for r in mine if r.kind == "call" and "UH" in r.flags]
+        knew = min(uh, default=ejection.ejected_at + STAMP_RESOLUTION)
+        after_worker_knew = sum(1 for r in mine if r.kind == "attempt" and r.upstream_host == host and r.start > knew)
+    envoy = f"; Envoy's logs: {ejection.describe()}" if ejection is not None else ""
     detail = (
-        f"{result.count} requests sent, {served} reached {injected.instances[0]}, longest pause {longest:.3f} s; "
-        f"statuses {result.status_histogram()}; sidecar response flags {flags}"
+        f"{result.count} requests sent, {served} reached {instance}, longest pause {longest:.3f} s; "
+        f"statuses {result.status_histogram()}; sidecar response flags {flags}{envoy}"
     )
-    return OneHostRun(prediction, result.count, served, longest, flags, detail)
+    return OneHostRun(prediction, result.count, served, longest, flags, detail, ejection, after_worker_knew)
 
 
 def check_never_ejected(mesh_scenario: Scenario, run: OneHostRun) -> None:
@@ -426,15 +453,37 @@ def test_one_instance_is_ejected_at_max_ejection_percent_100(mesh_scenario: Scen
     """
     run = run_one_host(mesh_scenario, one_host_policy(100))
     reasons = run.prediction.reasons
-    # Exact, counted at the instance: the ejection lands as the third error is counted, and the 5 s ejection
-    # outlasts the 2 s load, so the instance serves nothing else.
+    # Exact: the errors on the attempts the sidecar sent the instance before its EJECT event. Envoy ejects on the
+    # main thread and only then updates the worker's load balancer, so a request the worker routes in between
+    # still reaches the instance: those are listed in the detail, not counted (without Envoy's logs, in a
+    # cluster, the instance's own count is used, which includes them).
+    before = run.ejection.errors_before if run.ejection is not None else run.served
     mesh_scenario.check_value(
         "claim: failures the only instance served before its ejection (then nothing)",
-        float(run.served),
+        float(before),
         expected=float(CONSECUTIVE),
         reasons=reasons,
         detail=run.detail,
     )
+    if run.ejection is not None and run.after_worker_knew is not None:
+        # "Then nothing", exactly: once the sidecar's worker routed a request without the instance (its first
+        # 503 UH), no attempt reached the instance again; the 5 s ejection outlasts the 2 s load.
+        mesh_scenario.check_value(
+            "claim: attempts that reached the only instance once its sidecar answered 503 UH itself (then nothing)",
+            float(run.after_worker_knew),
+            expected=0.0,
+            reasons=reasons,
+            detail=run.detail,
+        )
+        # Nothing reached the instance that the sidecar's log does not account for: the attempts before the
+        # ejection and those dispatched before the worker learned of it are all it served.
+        mesh_scenario.check_value(
+            "requests the only instance served = attempts Envoy sent it before + after its ejection",
+            float(run.served),
+            expected=float(run.ejection.attempts_before + len(run.ejection.dispatched_after)),
+            reasons=reasons,
+            detail=run.detail,
+        )
     if run.flags is not None:
         mesh_scenario.check_value(
             "claim: requests the caller's sidecar answered 503 UH (no healthy upstream) itself",
@@ -639,13 +688,15 @@ def test_retries_wait_jittered_exponential_backoff(mesh_scenario: Scenario) -> N
 # ---------------------------------------------------------------------------------------------- load balancing
 
 LB_SERVICE = "catalog-service"
-LB_CONCURRENCY = 6
+# 24 requests in flight: the claims hold at any concurrency, and 24 gets the planned ~2,200 requests through in
+# about 7 s under round robin (75 requests/s at 6). The model's share moves little with it (14.0 % at 6, 11.5 % at 24).
+LB_CONCURRENCY = 24
 # One replica answers in 200 ms, the two others in 20 ms: latencies well above Envoy's and the client's own
 # per-request work (~1 ms), which the model leaves out (adding 5 ms to every replica moves its slow share
-# by 0.9 points, far below the checks' delta).
+# by 0.3 points at 24 in flight, 10 ms by 0.7: far below the checks' delta).
 SLOW_DELAY, FAST_DELAY = 0.2, 0.02
-# The claim's bound on the slow replica's share under LEAST_REQUEST: the model predicts 14.0 % at concurrency 6
-# (17 % at 3, 12 % at 12); round robin's third is 0.133 above it, more than the delta.
+# The claim's bound on the slow replica's share under LEAST_REQUEST: the model predicts 11.5 % at concurrency 24
+# (17 % at 3, 14 % at 6); round robin's third is 0.133 above the bound, more than the delta.
 LEAST_REQUEST_AT_MOST, LB_DELTA = 0.2, 0.1
 
 
@@ -684,7 +735,7 @@ class BalanceRun:
 
 
 def run_one_slow_replica(mesh_scenario: Scenario, policy: str, claim: float, alternative: str) -> BalanceRun:
-    """Apply ``policy``; one catalog replica answers in 200 ms, the others in 20 ms; a closed loop of 6.
+    """Apply ``policy``; one catalog replica answers in 200 ms, the others in 20 ms; closed loop, ``LB_CONCURRENCY``.
 
     The sample is planned before any request: the larger of what the claim (``claim``, ``alternative``, delta
     ``LB_DELTA``) and the model check (two-sided, delta 0.05) need.
@@ -753,8 +804,8 @@ def test_default_load_balancing_is_round_robin_as_written(mesh_scenario: Scenari
 def test_default_load_balancing_sends_a_slow_replica_less(mesh_scenario: Scenario) -> None:
     """README line 497 corrected: Istio's default (LEAST_REQUEST) sends a slow replica far less than a third.
 
-    No DestinationRule: istiod writes ``lb_policy: LEAST_REQUEST``. With 6 requests in flight and one replica
-    ten times slower, the model (Envoy's two-choice pick, simulated) gives it 14.0 %; round robin would give 33.3 %.
+    No DestinationRule: istiod writes ``lb_policy: LEAST_REQUEST``. With 24 requests in flight and one replica
+    ten times slower, the model (Envoy's two-choice pick, simulated) gives it 11.5 %; round robin would give 33.3 %.
     """
     run = run_one_slow_replica(mesh_scenario, lb_policy(None), LEAST_REQUEST_AT_MOST, "at-most")
     mesh_scenario.check_rate(
@@ -808,3 +859,250 @@ def test_least_conn_is_accepted_as_least_request_with_a_warning(mesh_scenario: S
         detail="; ".join(str(w) for w in warned) or "no warning",
     )
     check_model_share(mesh_scenario, run)
+
+
+# ---------------------------------------------------------------------------------------------- min health
+
+MIN_HEALTH_SERVICE = "catalog-service"
+MIN_HEALTH_FAILING = 2  # of catalog-service's 3 replicas: once both are ejected 1 of 3 (33 %) is healthy, below 50 %
+# 1.5 s at RATE gives each failing replica ~20 requests; the 3rd consecutive 503 ejects it (~0.15 s in).
+MIN_HEALTH_WARMUP = 1.5
+# In panic Envoy balances over all 3 hosts, so the 2 failing ones get 2/3. Without panic they get 0, and with only
+# the first ejection delivered (2 of 3 healthy, no panic) 1/2: a delta of 0.15 catches both with beta <= 0.05.
+PANIC_SHARE, PANIC_DELTA = 2 / 3, 0.15
+# Without panic not one request may reach an ejected host; 0.05 sizes that at-most-0 check at ~60 requests.
+NO_PANIC_DELTA = 0.05
+
+
+def min_health_policy(min_health_percent: int | None) -> str:
+    """catalog-service outlier detection with ``minHealthPercent`` as given (``None``: left out, Istio's 0).
+
+    ``maxEjectionPercent: 100`` isolates ``minHealthPercent``: under the README's own 50 Envoy ejects at most
+    1 of 3 replicas, which leaves 67 % healthy, so the 50 % threshold could never be crossed. baseEjectionTime
+    is the README's 30 s, longer than the whole scenario, so no ejected replica returns while it is measured.
+    ``retries: {attempts: 0}``: each request is one attempt, so the instance that answered is the only one tried.
+    """
+    min_health = "" if min_health_percent is None else f"\n      minHealthPercent: {min_health_percent}"
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: catalog-min-health, namespace: platform-core}}
+spec:
+  host: catalog-service
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: {CONSECUTIVE}
+      interval: 0.5s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 100{min_health}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: catalog-min-health, namespace: platform-core}}
+spec:
+  hosts: [catalog-service]
+  http:
+  - route:
+    - destination: {{host: catalog-service}}
+    retries: {{attempts: 0}}
+"""
+
+
+@dataclass(frozen=True)
+class MinHealthRun:
+    """Two of three catalog replicas always fail: what Envoy ejected, then where the measured requests went.
+
+    Attributes:
+        prediction: The model's prediction for the policy in force.
+        ejected: ``envoy_cluster_outlier_detection_ejections_active`` once it reached 2 (or when the wait ended).
+        measured: Requests sent in the measured phase (planned before any was sent).
+        served: Measured requests some instance answered.
+        to_failing: Measured requests the failing (ejected) instances answered.
+        successes: Measured requests answered 2xx.
+        panics: ``envoy_cluster_lb_healthy_panic`` increase over the scenario (load-balancer picks in panic).
+        reasons: The policy lines and defaults behind the prediction.
+        detail: A one-line summary for check messages.
+    """
+
+    prediction: EjectionPrediction
+    ejected: float
+    measured: int
+    served: int
+    to_failing: int
+    successes: int
+    panics: float
+    reasons: tuple[str, ...]
+    detail: str
+
+
+def run_min_health(
+    mesh_scenario: Scenario, policy: str, claim: float | None, alternative: str = "two-sided", delta: float = 0.0
+) -> MinHealthRun:
+    """Apply ``policy``; 2 of 3 catalog replicas answer 503; eject both, then measure where requests go.
+
+    The measured phase is planned before any request: the requests the claim (``claim``, ``alternative``,
+    ``delta``) needs; ``claim=None`` stops once both replicas are ejected. It starts once Prometheus shows
+    both ejections and the later one has had Envoy's update_merge_window (1 s) to reach the load balancer,
+    timed from that replica's ejecting failure (its ``CONSECUTIVE``-th answer).
+    """
+    mesh_scenario.policies.apply(policy)
+    effective = mesh_scenario.effective(MIN_HEALTH_SERVICE)
+    fault = DestinationFault("error", rate=1.0, status=503, instances=MIN_HEALTH_FAILING)
+    prediction = predict_ejection(effective, fault, Load(concurrency=1, rate=RATE))
+    reasons = tuple(mesh_scenario.explain(prediction.explain()))
+    requests = 0 if claim is None else mesh_scenario.requests_for(claim, alternative=alternative, delta=delta)
+    with mesh_scenario.chaos.error(MIN_HEALTH_SERVICE, rate=1.0, status=503, instances=MIN_HEALTH_FAILING) as injected:
+        warmup = mesh_scenario.load.open(MIN_HEALTH_SERVICE, rate=RATE, duration=MIN_HEALTH_WARMUP)
+        mesh_scenario.require_chaos(injected)
+        ejected = mesh_scenario.wait_for_gauge(
+            "envoy_cluster_outlier_detection_ejections_active", MIN_HEALTH_SERVICE, MIN_HEALTH_FAILING, timeout=5.0
+        )
+        ejecting = [warmup.responses_from(name)[0] for name in injected.instances]
+        # A replica that never reached its ejecting failure is timed from the warm-up's end; the checks on
+        # the gauge and the shares then say what happened.
+        last_ejection = max(
+            float(t[CONSECUTIVE - 1]) if len(t) >= CONSECUTIVE else warmup.started_wall + warmup.elapsed
+            for t in ejecting
+        )
+        lb_lag = last_ejection + MERGE_WINDOW + TIMING_TOLERANCE - time.time()
+        if requests and lb_lag > 0:
+            mesh_scenario.sleep(lb_lag, "Envoy's update_merge_window: the later ejection reaches the load balancer")
+        served_before = {p.instance: p.served for p in injected.proof()}
+        result = (
+            mesh_scenario.load.open(MIN_HEALTH_SERVICE, rate=RATE, duration=requests / RATE, requests=requests)
+            if requests
+            else None
+        )
+        at_instances = sum(p.served - served_before.get(p.instance, 0) for p in injected.proof())
+    panics = mesh_scenario.cluster_increase("envoy_cluster_lb_healthy_panic", MIN_HEALTH_SERVICE, mesh_scenario.prom())
+    counts = result.instance_counts() if result is not None else {}
+    served = sum(c for name, c in counts.items() if name is not None)
+    to_failing = sum(counts.get(name, 0) for name in injected.instances)
+    successes = result.success_count if result is not None else 0
+    detail = (
+        f"warm-up {warmup.count} requests, per replica {warmup.instance_counts()}; ejections_active {ejected:g}; "
+        f"measured {requests} requests, {lb_lag:+.3f} s from the later ejection's merge window (+: waited): "
+        f"{to_failing} of {served} answered by the failing replicas {list(injected.instances)} "
+        f"({at_instances} counted at those replicas), {successes} succeeded, per replica {counts}, "
+        f"statuses {result.status_histogram() if result is not None else {}}; lb_healthy_panic +{panics:g}"
+    )
+    return MinHealthRun(prediction, ejected, requests, served, to_failing, successes, panics, reasons, detail)
+
+
+def check_min_health_model(mesh_scenario: Scenario, run: MinHealthRun, *, panic: bool) -> None:
+    """The model's reading of the policy, checked last: both failing replicas ejected, panic as given."""
+    mesh_scenario.check_value(
+        "model: failing instances ejected at once",
+        float(run.prediction.ejected),
+        expected=float(MIN_HEALTH_FAILING),
+        reasons=run.reasons,
+    )
+    mesh_scenario.check_value(
+        "model: panic mode once they are ejected",
+        float(run.prediction.panic),
+        expected=float(panic),
+        reasons=run.reasons,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ScenarioFailed,
+    reason="minHealthPercent is Envoy's healthy_panic_threshold, not a floor on ejection: Envoy ejects both failing "
+    "replicas of 3 (1 of 3 healthy, 33 %), and only then, below 50 %, stops honouring the ejections (panic mode)",
+)
+def test_min_health_percent_keeps_half_the_instances_healthy_as_written(mesh_scenario: Scenario) -> None:
+    """README line 280: "minHealthPercent: 50 # Min 50% must be healthy", read literally as a floor.
+
+    The literal claim: the mesh keeps at least half of the instances healthy, so with 2 of 3 catalog replicas
+    failing it ejects at most 1 (ejecting the second would leave 33 %). The comment says nothing about what
+    happens to traffic, so the check is the number of hosts Envoy reports ejected at once. maxEjectionPercent
+    is 100 here (the README's 50 alone caps ejections at 1 of 3, which would hide what minHealthPercent does).
+    """
+    run = run_min_health(mesh_scenario, min_health_policy(50), None)
+    mesh_scenario.check_value(
+        "claim: instances ejected at once (at least 50 % of 3 stay healthy: at most 1)",
+        run.ejected,
+        at_most=1.0,
+        reasons=run.reasons,
+        detail="envoy_cluster_outlier_detection_ejections_active, waited on for up to 5 s to reach 2; " + run.detail,
+    )
+
+
+def test_min_health_percent_50_is_a_panic_threshold(mesh_scenario: Scenario) -> None:
+    """README line 280 corrected: below 50 % healthy Envoy panics and sends the ejected, failing hosts traffic again.
+
+    minHealthPercent becomes the cluster's ``healthy_panic_threshold``. Once both failing replicas are ejected
+    (1 of 3 healthy), Envoy balances over all three hosts, ejected ones included: the failing replicas get 2/3
+    of the requests, which fail, and ``envoy_cluster_lb_healthy_panic`` counts the panicked picks. The breaker
+    then protects nothing. maxEjectionPercent is 100 (under the README's 50 no second ejection would happen).
+    """
+    run = run_min_health(mesh_scenario, min_health_policy(50), PANIC_SHARE, "two-sided", PANIC_DELTA)
+    mesh_scenario.check_rate(
+        "claim: share of requests the failing, ejected instances served (panic: 2 of 3 hosts)",
+        run.to_failing,
+        run.served,
+        PANIC_SHARE,
+        alternative="two-sided",
+        delta=PANIC_DELTA,
+        reasons=run.reasons,
+    )
+    mesh_scenario.check_value(
+        "claim: envoy_cluster_lb_healthy_panic (load-balancer picks made in panic mode)",
+        run.panics,
+        at_least=1.0,
+        reasons=run.reasons,
+        detail=run.detail,
+    )
+    mesh_scenario.check_value(
+        "hosts ejected while measured (envoy_cluster_outlier_detection_ejections_active)",
+        run.ejected,
+        expected=float(MIN_HEALTH_FAILING),
+        detail=run.detail,
+    )
+    mesh_scenario.check_value(
+        "measured requests that succeeded: those the healthy instance served",
+        float(run.successes),
+        expected=float(run.served - run.to_failing),
+        detail=run.detail,
+    )
+    check_min_health_model(mesh_scenario, run, panic=True)
+
+
+def test_min_health_percent_0_keeps_ejected_hosts_out(mesh_scenario: Scenario) -> None:
+    """Istio's default minHealthPercent 0 (panic off): with 2 of 3 replicas ejected all traffic goes to the third.
+
+    The field is left out, as in most DestinationRules: Istio then writes ``healthy_panic_threshold: 0``. The
+    503s come only before the ejections; once Envoy has both, not one request reaches a failing replica.
+    """
+    run = run_min_health(mesh_scenario, min_health_policy(None), 0.0, "at-most", NO_PANIC_DELTA)
+    mesh_scenario.check_rate(
+        "claim: share of requests the failing, ejected instances served (none)",
+        run.to_failing,
+        run.served,
+        0.0,
+        alternative="at-most",
+        delta=NO_PANIC_DELTA,
+        reasons=run.reasons,
+    )
+    mesh_scenario.check_value(
+        "claim: measured requests that succeeded (all)",
+        float(run.successes),
+        expected=float(run.measured),
+        reasons=run.reasons,
+        detail=run.detail,
+    )
+    mesh_scenario.check_value(
+        "claim: envoy_cluster_lb_healthy_panic (panic mode off)",
+        run.panics,
+        expected=0.0,
+        reasons=run.reasons,
+        detail=run.detail,
+    )
+    mesh_scenario.check_value(
+        "hosts ejected while measured (envoy_cluster_outlier_detection_ejections_active)",
+        run.ejected,
+        expected=float(MIN_HEALTH_FAILING),
+        detail=run.detail,
+    )
+    check_min_health_model(mesh_scenario, run, panic=False)

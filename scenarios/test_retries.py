@@ -12,6 +12,10 @@ from pytest_meshcheck import ClosedLoop, Fault, Scenario
 from pytest_meshcheck.load import LoadResult
 
 SERVICE = "catalog-service"
+# Requests in flight for the success-rate claims. A retried request spends most of its time in Envoy's back-off
+# (up to 25 ms, then 50 ms), so 16 in flight finish the planned sample 2-3x sooner than 4. The claims do not
+# depend on it: each try fails independently, and nothing limits retries or connections (no connectionPool).
+RETRY_CONCURRENCY = 16
 
 
 def retry_policy(retries: str) -> str:
@@ -45,7 +49,7 @@ def test_two_retries_hide_most_503s(mesh_scenario: Scenario) -> None:
     """attempts: 2, retryOn: 5xx turns 50 % 503s at the destination into 1 - 0.5^3 = 87.5 % success."""
     mesh_scenario.apply(retry_policy("{attempts: 2, retryOn: 5xx}"))
     mesh_scenario.inject(SERVICE, Fault.error(rate=0.5, status=503))
-    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=4))
+    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=RETRY_CONCURRENCY))
     mesh_scenario.expect_success_ratio(at_least=0.875, delta=0.125)  # attempts: 1 gives 75 %
     mesh_scenario.expect_model_consistency()
     mesh_scenario.expect_counter("upstream_rq_retry", equals="client_retries")
@@ -55,7 +59,7 @@ def test_three_retries_hide_30_percent_errors(mesh_scenario: Scenario) -> None:
     """attempts: 3, retryOn: 5xx turns 30 % 503s into 1 - 0.3^4 = 99.19 % success."""
     mesh_scenario.apply(retry_policy("{attempts: 3, retryOn: 5xx}"))
     mesh_scenario.inject(SERVICE, Fault.error(rate=0.3, status=503))
-    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=4))
+    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=RETRY_CONCURRENCY))
     mesh_scenario.expect_success_ratio(at_least=0.9919, delta=0.0189)  # attempts: 2 gives 97.3 %
     mesh_scenario.expect_model_consistency()
     mesh_scenario.expect_counter("upstream_rq_retry", equals="client_retries")
@@ -65,7 +69,7 @@ def test_500_is_not_retried_under_retriable_status_codes_503(mesh_scenario: Scen
     """retryOn: retriable-status-codes,503 does not retry a 500: 50 % 500s stay 50 % failures, zero retries."""
     mesh_scenario.apply(retry_policy('{attempts: 2, retryOn: "retriable-status-codes,503"}'))
     mesh_scenario.inject(SERVICE, Fault.error(rate=0.5, status=500))
-    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=4))
+    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=RETRY_CONCURRENCY))
     mesh_scenario.expect_success_ratio(about=0.5, delta=0.1)  # one retry of 500s would give 75 %
     mesh_scenario.expect_model_consistency(delta=0.1)
     mesh_scenario.expect_counter("upstream_rq_retry", equals=0, role="claim")
@@ -75,7 +79,7 @@ def test_default_retry_policy_follows_the_istio_version(mesh_scenario: Scenario)
     """A route without retries gets Istio's default policy: it retries 503 before Istio 1.24, not since."""
     mesh_scenario.apply(NO_RETRY_FIELD)
     mesh_scenario.inject(SERVICE, Fault.error(rate=0.5, status=503))
-    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=4))
+    mesh_scenario.drive(SERVICE, ClosedLoop(concurrency=RETRY_CONCURRENCY))
     if mesh_scenario.mesh.istio_version.default_retries_503:
         mesh_scenario.expect_success_ratio(at_least=0.875, delta=0.125)  # Istio's default: attempts 2
         mesh_scenario.expect_counter("upstream_rq_retry", at_least=1, role="claim")

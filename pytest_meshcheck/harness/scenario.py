@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from pytest_meshcheck.expect import EffectivePolicy, Reason
     from pytest_meshcheck.harness.verify import ScenarioPlan
     from pytest_meshcheck.load import LoadResult
+    from pytest_meshcheck.metrics.outlier_events import EjectionCount
     from pytest_meshcheck.metrics.prom import Prom
     from pytest_meshcheck.policy import PolicySet
     from pytest_meshcheck.policy.model import DestinationRule, VirtualService
@@ -353,10 +354,11 @@ class Scenario:
     def expect_ejection(
         self, *, after_errors: int | None = None, within: float | None = None, instances: int | None = None
     ) -> None:
-        """A claim on outlier ejection of the faulted instances, counted at the instances themselves.
+        """A claim on outlier ejection of the faulted instances.
 
-        ``after_errors``: the first faulted instance ejected served exactly this many requests before it
-        (a consecutive-5xx ejection lands as that error is counted). ``within``: after this many seconds of
+        ``after_errors``: the first faulted instance ejected served exactly this many errors before it, on the
+        attempts Envoy sent it before its EJECT event (:meth:`errors_before_ejection`; at the instance where the
+        context has no event log). ``within``: after this many seconds of
         an :class:`OpenLoop` load, no request reaches a faulted instance (the load runs in two phases).
         ``instances``: at least this many ejections were enforced (Envoy's counter). Keep the load shorter
         than ``baseEjectionTime``, or an instance returns and serves again.
@@ -785,6 +787,33 @@ class Scenario:
         """Response flags of the caller's sidecar for ``service`` since the scenario began (``None`` if unknown)."""
         with self.timings.measure(LOG_FLAGS):
             return self.mesh.response_flags(service, self.window_start, time.time())
+
+    def errors_before_ejection(self, service: str, end: float | None = None) -> dict[str, EjectionCount] | None:
+        """Per instance of ``service`` Envoy ejected since the scenario began, the errors it served before.
+
+        Judged from Envoy's own records: the first EJECT event of each instance, and the per-attempt log of the
+        sidecar that ejected it. Errors on attempts dispatched before the ejection are what the detector counted;
+        attempts dispatched after it (the ejection not yet on the worker's load balancer) are listed apart.
+
+        Args:
+            service: Service name.
+            end: Unix time the window ends (default now); both logs are read once Envoy flushed them.
+
+        Returns:
+            :class:`~pytest_meshcheck.metrics.outlier_events.EjectionCount` per ejected instance (instances never
+            ejected are absent), or ``None`` when the context has no outlier event log or no per-attempt log
+            (a cluster): a check then counts at the instance and says so.
+        """
+        from pytest_meshcheck.metrics.outlier_events import count_before_ejection
+        from pytest_meshcheck.report.sample_requests import AttemptSource
+
+        end = end if end is not None else time.time()
+        with self.timings.measure(LOG_FLAGS):
+            events = self.mesh.outlier_events(service, self.window_start, end)
+            if events is None or not isinstance(self.mesh, AttemptSource):
+                return None
+            records = self.mesh.attempt_records(self.window_start, end)
+        return count_before_ejection(events, records)
 
     # ------------------------------------------------------------------ Prometheus
 

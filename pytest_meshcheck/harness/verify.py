@@ -37,7 +37,7 @@ from pytest_meshcheck.report.record import CheckRecord
 
 if TYPE_CHECKING:
     from pytest_meshcheck.expect import LatencyPrediction, OverflowPrediction, SuccessPrediction
-    from pytest_meshcheck.harness.chaos import FaultHandle
+    from pytest_meshcheck.harness.chaos import FaultHandle, InstanceProof
     from pytest_meshcheck.harness.scenario import Scenario
     from pytest_meshcheck.load import LoadResult
     from pytest_meshcheck.metrics.prom import Prom
@@ -439,6 +439,34 @@ def _drive_in_two_phases(
     return LoadResult.concat([first, rest]), after - before
 
 
+def first_ejection_count(
+    scenario: Scenario, service: str, proof: list[InstanceProof], per_instance: str
+) -> tuple[int, str]:
+    """Errors the first faulted instance Envoy ejected served before the ejection, and the check's detail.
+
+    Only the first ejection is exact: Envoy delivers later ones with its 1 s update merge window. The count
+    comes from Envoy's event and per-attempt logs where the context has them: the errors on attempts the
+    sidecar dispatched before it ejected the instance. Attempts dispatched after it, before the ejection
+    reached the worker's load balancer, are shown in the detail, not counted. Without those logs (a cluster)
+    the instance's own count is used, which includes them.
+    """
+    faulted = {p.instance for p in proof}
+    served = min((p.served for p in proof), default=0)
+    counts = scenario.errors_before_ejection(service)
+    if counts is None:
+        return served, (
+            f"counted at the instances ({per_instance}): this context has no outlier event log, so attempts "
+            "dispatched while an ejection was on its way to Envoy's worker count too"
+        )
+    ejected = sorted((c for i, c in counts.items() if i in faulted), key=lambda c: c.ejected_at)
+    if not ejected:
+        return served, f"Envoy logged no ejection of a faulted instance, so every error counts; {per_instance}"
+    lines = "; ".join(c.describe() for c in ejected)
+    return ejected[0].errors_before, (
+        f"from Envoy's event and per-attempt logs, first ejected first: {lines}; at the instances, {per_instance}"
+    )
+
+
 def _ejection(
     scenario: Scenario,
     e: EjectionExpectation,
@@ -451,14 +479,13 @@ def _ejection(
     proof = [p for h in handles for p in h.final_proof]
     per_instance = "per instance: " + ", ".join(f"{p.instance} served {p.served}" for p in proof)
     if e.after_errors is not None:
-        # The first instance ejected is exact; Envoy delivers later ejections with its 1 s merge window.
-        first = min((p.served for p in proof), default=0)
+        first, detail = first_ejection_count(scenario, service, proof, per_instance)
         failed += scenario.decide_value(
             "claim: errors the first faulted instance served before its ejection",
             float(first),
             expected=float(e.after_errors),
             role=e.role,
-            detail=per_instance,
+            detail=detail,
         )
     if reached_late is not None:
         failed += scenario.decide_value(

@@ -538,3 +538,7 @@ class KubeBackend:
     def live_counts(self, service: str) -> None:
         """``None``: nothing is read from the agent's sidecar while its load job runs."""
         return None
+
+    def outlier_events(self, service: str, start: float, end: float) -> None:
+        """``None``: istiod configures no outlier event log on its sidecars, so there is none to read."""
+        return None

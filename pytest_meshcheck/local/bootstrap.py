@@ -54,6 +54,8 @@ ACCESS_LOG_FORMAT = {
 
 #: The router's per-attempt log, written beside a listener's access log (see :func:`attempt_log_path`).
 ATTEMPTS_LOG_NAME = "attempts.log"
+#: Envoy's outlier-detection event log, one per sidecar (see :func:`bootstrap`).
+OUTLIER_LOG_NAME = "outlier.log"
 
 # One record per upstream attempt (the router's upstream log: Envoy writes it when the attempt ends,
 # retried or not), joined across sidecars by ``x-request-id``, which Envoy keeps on every retry and the
@@ -142,7 +144,7 @@ def with_attempt_log(http_filters: Sequence[Mapping[str, Any]], path: Path, list
     This is observability, not translation: istiod's router has no upstream log (a mesh gets access logs
     from the Telemetry API or ``meshConfig``), so the translated filters stay as istiod makes them and
     only the local sidecars add it here. Envoy writes a record when an attempt ends, retried or final;
-    ``--file-flush-interval-msec`` (250 ms) bounds how long it stays buffered.
+    ``--file-flush-interval-msec`` (``sidecar.LOG_FLUSH_INTERVAL``) bounds how long it stays buffered.
 
     Raises:
         ValueError: ``http_filters`` has no router entry to log from.
@@ -174,9 +176,18 @@ def bootstrap(
     cds_source: Mapping[str, Any],
     listeners: Sequence[Mapping[str, Any]],
     stats_config: Mapping[str, Any],
+    outlier_event_log: Path | None = None,
 ) -> dict[str, Any]:
-    """The Envoy bootstrap: admin on an OS-assigned loopback port, CDS from a file, 1 s stats flush."""
-    return {
+    """The Envoy bootstrap: admin on an OS-assigned loopback port, CDS from a file, 1 s stats flush.
+
+    ``outlier_event_log``: where Envoy writes one JSON line (an ``OutlierDetectionEvent``) each time its
+    outlier detector ejects or returns a host. This is observability, not translation: istiod sets no event
+    log on its sidecars, so only the local sidecars add it. The line is stamped on the main thread as it
+    ejects the host, before the workers' load balancers hear of it, so it tells which attempts Envoy sent
+    before the ejection and which it sent while the ejection was still on its way to the worker. Envoy
+    buffers it as it does access logs (``--file-flush-interval-msec``).
+    """
+    config: dict[str, Any] = {
         "node": {"id": node_id, "cluster": "meshcheck-client"},
         "admin": {"address": _address(0)},
         "dynamic_resources": {"cds_config": dict(cds_source)},
@@ -196,6 +207,9 @@ def bootstrap(
             ]
         },
     }
+    if outlier_event_log is not None:
+        config["cluster_manager"] = {"outlier_detection": {"event_log_path": str(outlier_event_log)}}
+    return config
 
 
 def gateway_route_config(topology: Topology) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from pytest_meshcheck.local.capacity import check_capacity
 from pytest_meshcheck.local.envoy import EnvoyAdmin, XdsFiles, XdsSnapshot, find_envoy
 from pytest_meshcheck.local.process import ManagedProcess, ProcessGroup, new_work_dir, sweep_leftovers
 from pytest_meshcheck.local.prometheus import PrometheusServer, find_prometheus
-from pytest_meshcheck.local.sidecar import Sidecar, scrape_labels
+from pytest_meshcheck.local.sidecar import Sidecar, scrape_labels, wait_log_flushed
 from pytest_meshcheck.local.workloads import WorkloadHosts
 from pytest_meshcheck.policy.fit import check_policies_fit
 from pytest_meshcheck.policy.model import PolicySet
@@ -46,6 +46,7 @@ from pytest_meshcheck.translate import build_clusters, build_route_config
 if TYPE_CHECKING:
     from pytest_meshcheck.load import ClosedLoop, LoadResult, OpenLoop
     from pytest_meshcheck.metrics.attempts import AttemptRecords
+    from pytest_meshcheck.metrics.outlier_events import InstanceEvent
 
 
 def _policy_key(p: Any) -> tuple[str, str, str]:
@@ -457,7 +458,7 @@ class LocalMesh:
 
     @property
     def access_log_path(self) -> Path:
-        """The client sidecar's JSON access log (flushed every 250 ms)."""
+        """The client sidecar's JSON access log (flushed every ``LOG_FLUSH_INTERVAL``)."""
         assert self.client is not None
         return self.client.access_log_path
 
@@ -552,13 +553,11 @@ class LocalMesh:
     def response_flags(self, service: str, start: float, end: float) -> dict[str, int]:
         """Envoy response flags (``-``, ``URX``, ``UO``, ``UT``...) of the sidecar's requests to ``service``.
 
-        Read from the JSON access log, which Envoy flushes every 250 ms.
+        Read from the JSON access log once Envoy's flush after ``end`` has passed (:func:`wait_log_flushed`).
         """
         from datetime import datetime
 
-        wait = end + 0.3 - time.time()
-        if wait > 0:
-            time.sleep(wait)
+        wait_log_flushed(end)
         aliases = set(self.topology.service(service).host_aliases())
         counts: dict[str, int] = {}
         try:
@@ -591,7 +590,7 @@ class LocalMesh:
     def attempt_records(self, start: float, end: float) -> AttemptRecords:
         """Every sidecar's calls and attempts that started in ``[start, end]``, ready for ``metrics.attempts.join``.
 
-        Waits until Envoy's 250 ms log flush after ``end`` has passed, as :meth:`response_flags` does.
+        Waits until Envoy's log flush after ``end`` has passed, as :meth:`response_flags` does.
 
         Returns:
             A :class:`pytest_meshcheck.metrics.attempts.AttemptRecords`.
@@ -600,12 +599,26 @@ class LocalMesh:
 
         if self.client is None:
             raise MeshSetupError("the local mesh is not running; use it inside 'with LocalMesh(...)'")
-        wait = end + 0.3 - time.time()
-        if wait > 0:
-            time.sleep(wait)
+        wait_log_flushed(end)
         return AttemptRecords(
             records=tuple(r for sc in self.sidecars for r in sc.log_records(start, end)),
             client=self.client.name,
             pods={sc.name: pod for pod, sc in self.pod_sidecars.items()},
             hosts={f"{i.address}:{i.port}": i.name for i in self._instances},
         )
+
+    def outlier_events(self, service: str, start: float, end: float) -> list[InstanceEvent]:
+        """Every sidecar's outlier-detection events for ``service``'s instances stamped in ``[start, end]``.
+
+        Waits until Envoy's log flush after ``end`` has passed, as :meth:`attempt_records` does.
+
+        Returns:
+            :class:`pytest_meshcheck.metrics.outlier_events.InstanceEvent` items, in time order.
+        """
+        from pytest_meshcheck.metrics.outlier_events import instance_events
+
+        if self.client is None:
+            raise MeshSetupError("the local mesh is not running; use it inside 'with LocalMesh(...)'")
+        wait_log_flushed(end)
+        hosts = {f"{i.address}:{i.port}": i.name for i in self.instances(service)}
+        return instance_events((e for sc in self.sidecars for e in sc.outlier_events(start, end)), hosts)

@@ -23,6 +23,23 @@ from pytest_meshcheck.translate import delimited_stat_prefix, http_filters, isti
 
 Resources = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
+#: How often Envoy writes its buffered access logs to disk (``--file-flush-interval-msec``). Every read of a
+#: log after the traffic waits this long plus ``LOG_FLUSH_SLACK``: short, because the reports and the checks
+#: on response flags wait for it after every scenario; writing a few lines 20 times a second costs nothing.
+LOG_FLUSH_INTERVAL = 0.05
+#: Room for the flush thread's own scheduling on a loaded machine.
+LOG_FLUSH_SLACK = 0.05
+
+
+def wait_log_flushed(end: float) -> None:
+    """Sleep until Envoy has flushed what its sidecars logged up to the unix time ``end``.
+
+    A bound from Envoy's flush interval, not evidence: nothing in the log says it is complete.
+    """
+    wait = end + LOG_FLUSH_INTERVAL + LOG_FLUSH_SLACK - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
 
 class Sidecar:
     """An Envoy process with file-based xDS; :meth:`launch`, then :meth:`wait_ready`, then :meth:`push`.
@@ -58,7 +75,7 @@ class Sidecar:
 
     @property
     def access_log_path(self) -> Path:
-        """The sidecar's JSON access log (flushed every 250 ms)."""
+        """The sidecar's JSON access log (flushed every ``LOG_FLUSH_INTERVAL``)."""
         return self.dir / "access.log"
 
     @property
@@ -66,10 +83,27 @@ class Sidecar:
         """The router's per-attempt JSON log: one line per upstream attempt, retries included."""
         return bs.attempt_log_path(self.access_log_path)
 
+    @property
+    def outlier_log_path(self) -> Path:
+        """Envoy's outlier-detection event log: one JSON line per ejection and return of a host."""
+        return self.dir / bs.OUTLIER_LOG_NAME
+
+    def outlier_events(self, start: float, end: float) -> list[Any]:
+        """The outlier-detection events this sidecar logged in ``[start, end]``.
+
+        Envoy flushes the file every ``LOG_FLUSH_INTERVAL``: read it after :func:`wait_log_flushed` ``end``.
+
+        Returns:
+            :class:`pytest_meshcheck.metrics.outlier_events.OutlierEvent` items, in the order logged.
+        """
+        from pytest_meshcheck.metrics.outlier_events import read_events
+
+        return list(read_events(self.outlier_log_path, self.name, start, end))
+
     def log_records(self, start: float, end: float) -> list[Any]:
         """The calls (``access.log``) and attempts (``attempts.log``) logged here that started in ``[start, end]``.
 
-        Envoy flushes both files every 250 ms: read them that long after ``end``.
+        Envoy flushes both files every ``LOG_FLUSH_INTERVAL``: read them after :func:`wait_log_flushed` ``end``.
 
         Returns:
             :class:`pytest_meshcheck.metrics.attempts.LogRecord` items, calls first.
@@ -115,6 +149,7 @@ class Sidecar:
             cds_source=self.xds.source(CDS_FILE),
             listeners=listeners,
             stats_config=istio_stats_config(self.istio_version),
+            outlier_event_log=self.outlier_log_path,
         )
         config_path = self.dir / "envoy.json"
         config_path.write_text(json.dumps(config, indent=1))
@@ -123,7 +158,8 @@ class Sidecar:
             self.name,
             [
                 str(binary), "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
-                "--admin-address-path", str(admin_path), "-l", "warning", "--file-flush-interval-msec", "250",
+                "--admin-address-path", str(admin_path), "-l", "warning",
+                "--file-flush-interval-msec", str(round(LOG_FLUSH_INTERVAL * 1000)),
             ],
         )  # fmt: skip
 

@@ -12,7 +12,7 @@ stats tags) and plain Envoy (``envoy_cluster_name``, ``envoy_response_code``); e
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,16 @@ class Series:
 
     labels: dict[str, str]
     points: list[tuple[float, float]]
+
+
+def series_increase(before: Iterable[Sample], after: Iterable[Sample]) -> float:
+    """Summed increase of counter series between two instants, matched by their labels (see ``Prom.increase``)."""
+    start = {frozenset(x.labels.items()): x.value for x in before}
+    total = 0.0
+    for x in after:
+        was = start.get(frozenset(x.labels.items()), 0.0)
+        total += x.value - was if x.value >= was else x.value
+    return total
 
 
 def _matchers(labels: Mapping[str, str]) -> str:
@@ -146,30 +156,36 @@ class Prom:
         return self.start, self.end if self.end is not None else time.time()
 
     def increase(self, promql: str) -> float:
-        """Increase of a counter expression over the window; absent series count as 0."""
+        """Increase of a counter expression over the window, summed over its series.
+
+        Series by series, as Prometheus' own ``increase`` treats counters: a series absent at the start
+        counts from 0; a series lower at the end than at the start was reset (its cluster was removed and
+        added again), so it counts from 0; a series gone by the end (its cluster was removed) adds nothing.
+        A difference of sums would count a removed cluster's whole total as a negative increase.
+        """
         start, end = self._bounds()
-        return self.value(f"sum({promql})", end) - self.value(f"sum({promql})", start)
+        return series_increase(self.query(promql, start), self.query(promql, end))
 
     def increases(self, exprs: Mapping[str, str]) -> dict[str, float]:
         """:meth:`increase` of several counter expressions, in one query at each end of the window.
 
-        Each ``sum(expr)`` is tagged with its key (``label_replace``), so ``or`` keeps every one of them;
-        an expression without series is absent, so it counts as 0 as in :meth:`increase`.
+        Each expression's series are tagged with its key (``label_replace``), so ``or`` keeps every one of
+        them; each key's increase is counted series by series as in :meth:`increase`.
         """
         if not exprs:
             return {}
         start, end = self._bounds()
         keys = list(exprs)
-        query = " or ".join(f'label_replace(sum({exprs[k]}), "{KEY_LABEL}", "{i}", "", "")' for i, k in enumerate(keys))
+        query = " or ".join(f'label_replace({exprs[k]}, "{KEY_LABEL}", "{i}", "", "")' for i, k in enumerate(keys))
 
-        def at(t: float) -> dict[str, float]:
-            values = dict.fromkeys(keys, 0.0)
+        def at(t: float) -> dict[str, list[Sample]]:
+            samples: dict[str, list[Sample]] = {k: [] for k in keys}
             for sample in self.query(query, t):
-                values[keys[int(sample.labels[KEY_LABEL])]] = sample.value
-            return values
+                samples[keys[int(sample.labels[KEY_LABEL])]].append(sample)
+            return samples
 
         before, after = at(start), at(end)
-        return {k: after[k] - before[k] for k in keys}
+        return {k: series_increase(before[k], after[k]) for k in keys}
 
     def counter_increase(self, metric: str, labels: Mapping[str, str] | None = None) -> float:
         """Increase of ``metric{labels}`` (plus the base labels) over the window."""

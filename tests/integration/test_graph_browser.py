@@ -3,7 +3,8 @@
 A call-graph scenario's graph (client -> order-service -> payment-service, inventory-service), as
 the scenario record keeps it, is drawn into a real scenario report and the index; Chromium must build every
 node and edge as SVG, and the screenshot must show the edges' colours (green: clean hop, red: a hop with
-errors, ejections or an open breaker), so the graph is not blank.
+errors, ejections or an open breaker), so the graph is not blank; a service whose DestinationRule configures a
+circuit breaker carries Kiali's "CB" badge.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ GRAPH = {
         {"source": "order-service", "target": "inventory-service", "requests": 101, "errors": 0, "retries": 0,
          "timeouts": 0, "ejected": 0, "breaker": 0},
     ],
+    "nodes": [{"name": "order-service", "circuit_breaker": True}, {"name": "payment-service", "circuit_breaker": False},
+              {"name": "inventory-service", "circuit_breaker": False}],
 }  # fmt: skip
 
 
@@ -71,6 +74,9 @@ def test_graph_renders_with_every_node_and_edge(run_dir: Path, tmp_path: Path, w
     assert dom.count('class="edge edge-') == 3
     assert "120 req · 3 err · 152 retry · 0 timeout" in dom
     assert "2 ejected · 0 breaker-open" in dom
+    # Kiali's "CB" badge (a circuit breaker configured) on order-service only, next to the edges' own counts.
+    assert dom.count('class="badge-cb"') == 1
+    assert "Circuit breaker configured (CB): order-service." in dom
     # The graph is drawn, not blank: the clean hops' green and the failing hop's red are on screen.
     image = browser.screenshot(tmp_path / "profile", page, tmp_path / "graph.png", size="1280,4000")
     assert browser._pixels_of(image, OK_RGB) > 50

@@ -10,6 +10,9 @@ claim about the mesh (role ``claim``), never a model-only check.
   claimed range;
 * one instance never ejected at maxEjectionPercent 50: 50 -> 100 lets Envoy eject it;
 * one instance ejected after 3 failures at maxEjectionPercent 100: consecutive5xxErrors 3 -> 4;
+* ejected, failing replicas get 2/3 of the requests in panic (minHealthPercent 50): minHealthPercent 50 -> 0
+  turns panic mode off, so they get none;
+* ejected replicas get nothing with minHealthPercent left out (Istio's 0): 0 -> 50 sends them 2/3 again;
 * waits uniform in [0, 25 / 50 / 100 ms): ``retries.backoff: 50ms`` (honoured from Istio 1.26) doubles every cap,
   which the back-off test, sized for the (2^n - 1) x 25 ms rule's smaller deviation, rejects;
 * slow replica's share at most 20 % under the default (LEAST_REQUEST) or LEAST_CONN: ROUND_ROBIN gives it a third;
@@ -46,6 +49,10 @@ CASES: list[Case] = [
     ("one instance consecutive5xxErrors 3 -> 4", rc.test_one_instance_is_ejected_at_max_ejection_percent_100,
      text(rc.one_host_policy(100, consecutive=4)),
      "claim: failures the only instance served before its ejection (then nothing)"),
+    ("minHealthPercent 50 -> 0", rc.test_min_health_percent_50_is_a_panic_threshold, text(rc.min_health_policy(0)),
+     "claim: share of requests the failing, ejected instances served (panic: 2 of 3 hosts)"),
+    ("minHealthPercent 0 -> 50", rc.test_min_health_percent_0_keeps_ejected_hosts_out, text(rc.min_health_policy(50)),
+     "claim: share of requests the failing, ejected instances served (none)"),
     ("back-off base 25 ms -> 50 ms", rc.test_retries_wait_jittered_exponential_backoff,
      text(rc.backoff_policy(backoff="50ms")), "claim: waits before retries 1-3 are uniform in [0, 25 / 50 / 100 ms)"),
     ("default load balancer -> ROUND_ROBIN", rc.test_default_load_balancing_sends_a_slow_replica_less,
