@@ -139,6 +139,17 @@ class MeshBackend(Protocol):
         """
         ...
 
+    def request_durations(self, service: str, start: float, end: float) -> list[float] | None:
+        """How long the caller's sidecar took over each request to ``service`` that started between two unix times.
+
+        Envoy's own ``%DURATION%`` (seconds), the clock the mesh's timeouts run on: the load generator's
+        latency adds its own scheduling, which on a busy machine is tenths of a second.
+
+        Returns:
+            One duration per request, or ``None`` when the context does not read the sidecar's access log.
+        """
+        ...
+
     def live_counts(self, service: str) -> tuple[int, int] | None:
         """Requests the caller's sidecar completed towards ``service`` so far, and how many got a 2xx.
 

@@ -231,7 +231,7 @@ def verify(scenario: Scenario, declared: Declarations) -> LoadResult:
         elif isinstance(e, EveryRequest):
             failed += declared.tag(e, _every_request(scenario, e, result))
         elif isinstance(e, LatencyExpectation):
-            failed += declared.tag(e, _latency(scenario, e, result))
+            failed += declared.tag(e, _latency(scenario, e, drive.service, result))
         elif isinstance(e, EjectionExpectation):
             prom = prom or scenario.prom()
             failed += declared.tag(e, _ejection(scenario, e, drive.service, handles, reached_late, prom))
@@ -359,15 +359,15 @@ def _every_request(scenario: Scenario, e: EveryRequest, result: LoadResult) -> l
     return failed
 
 
-def _latency(scenario: Scenario, e: LatencyExpectation, result: LoadResult) -> list[CheckRecord]:
-    latencies = result.latencies
+def _latency(scenario: Scenario, e: LatencyExpectation, service: str, result: LoadResult) -> list[CheckRecord]:
+    latencies, source = scenario.mesh_latencies(service, result)
     failed: list[CheckRecord] = []
-    slack = f"{e.slack:g} s scheduling slack" if e.slack else ""
+    slack = f"{e.slack:g} s scheduling slack; " if e.slack else ""
     if e.at_most is not None:
         which = "slowest request" if e.percentile is None else f"p{e.percentile:g} latency"
         value = float(latencies.max() if e.percentile is None else np.percentile(latencies, e.percentile))
         failed += scenario.decide_value(
-            f"claim: {which} (s)", value, at_most=e.at_most + e.slack, unit="s", role=e.role, detail=slack
+            f"claim: {which} (s)", value, at_most=e.at_most + e.slack, unit="s", role=e.role, detail=slack + source
         )
     if e.at_least is not None:
         failed += scenario.decide_value(
@@ -376,7 +376,7 @@ def _latency(scenario: Scenario, e: LatencyExpectation, result: LoadResult) -> l
             at_least=e.at_least - 0.01,
             unit="s",
             role=e.role,
-            detail="a timeout cannot fire early (10 ms for clock granularity)",
+            detail=f"a timeout cannot fire early (10 ms for clock granularity); {source}",
         )
     return failed
 
@@ -387,7 +387,7 @@ def _latency_model(
     failed: list[CheckRecord] = []
     statuses = result.status_histogram()
     low, high = latency.slow_range or (0.0, float("inf"))
-    latencies = result.latencies
+    latencies, source = scenario.mesh_latencies(service, result)
     failed += scenario.decide_value(
         f"model: requests ending in {latency.status}",
         float(statuses.get(latency.status or 0, 0)),
@@ -401,6 +401,7 @@ def _latency_model(
         at_least=low - 0.01,
         unit="s",
         role="model",
+        detail=source,
     )
     failed += scenario.decide_value(
         f"model: slowest request within the predicted {high:.3f} s",
@@ -408,6 +409,7 @@ def _latency_model(
         at_most=high + slack,
         unit="s",
         role="model",
+        detail=source,
     )
     flags = scenario.mesh_response_flags(service)
     if latency.flags and flags is not None:

@@ -539,6 +539,10 @@ class KubeBackend:
         """``None``: nothing is read from the agent's sidecar while its load job runs."""
         return None
 
+    def request_durations(self, service: str, start: float, end: float) -> None:
+        """``None``: the sidecar's access log stays in the cluster; checks use the load agent's latencies."""
+        return None
+
     def outlier_events(self, service: str, start: float, end: float) -> None:
         """``None``: istiod configures no outlier event log on its sidecars, so there is none to read."""
         return None

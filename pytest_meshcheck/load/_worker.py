@@ -36,7 +36,10 @@ def run_fast(coro: Coroutine[Any, Any, _T]) -> _T:
 
 def main() -> None:
     """Run the job on stdin and write the result to stdout."""
-    job = pickle.loads(sys.stdin.buffer.read())
+    data = sys.stdin.buffer.read()
+    if not data:
+        return  # a warm spare whose parent exited before giving it a job (load/run.py)
+    job = pickle.loads(data)
     outcome = run_fast(run_in_loop(job["spec"], job["profile"], timeout=job["timeout"], grace=job["grace"]))
     payload = (outcome.records.to_state(), outcome.started_monotonic, outcome.started_wall, outcome.event_loop)
     sys.stdout.buffer.write(pickle.dumps(payload, protocol=5))

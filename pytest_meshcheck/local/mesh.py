@@ -550,20 +550,20 @@ class LocalMesh:
             facts["prometheus"] = self.prometheus.url
         return facts
 
-    def response_flags(self, service: str, start: float, end: float) -> dict[str, int]:
-        """Envoy response flags (``-``, ``URX``, ``UO``, ``UT``...) of the sidecar's requests to ``service``.
+    def _client_log(self, service: str, start: float, end: float) -> list[dict[str, Any]]:
+        """The client sidecar's access-log entries for requests to ``service`` that started in ``[start, end]``.
 
-        Read from the JSON access log once Envoy's flush after ``end`` has passed (:func:`wait_log_flushed`).
+        Read once Envoy's flush after ``end`` has passed (:func:`wait_log_flushed`).
         """
         from datetime import datetime
 
         wait_log_flushed(end)
         aliases = set(self.topology.service(service).host_aliases())
-        counts: dict[str, int] = {}
         try:
             lines = self.access_log_path.read_text(errors="replace").splitlines()
         except OSError:
-            return counts
+            return []
+        entries = []
         for line in lines:
             try:
                 entry = json.loads(line)
@@ -572,11 +572,27 @@ class LocalMesh:
                 continue
             if entry.get("listener") != bs.OUTBOUND_LISTENER or not start <= when <= end:
                 continue
-            if str(entry.get("authority", "")).rsplit(":", 1)[0] not in aliases:
-                continue
+            if str(entry.get("authority", "")).rsplit(":", 1)[0] in aliases:
+                entries.append(entry)
+        return entries
+
+    def response_flags(self, service: str, start: float, end: float) -> dict[str, int]:
+        """Envoy response flags (``-``, ``URX``, ``UO``, ``UT``...) of the sidecar's requests to ``service``."""
+        counts: dict[str, int] = {}
+        for entry in self._client_log(service, start, end):
             flag = str(entry.get("response_flags") or "-")
             counts[flag] = counts.get(flag, 0) + 1
         return counts
+
+    def request_durations(self, service: str, start: float, end: float) -> list[float]:
+        """Envoy's ``%DURATION%`` (seconds) of each of the sidecar's requests to ``service``."""
+        durations = []
+        for entry in self._client_log(service, start, end):
+            try:
+                durations.append(float(entry["duration_ms"]) / 1000.0)
+            except (KeyError, TypeError, ValueError):
+                continue
+        return durations
 
     def live_counts(self, service: str) -> tuple[int, int]:
         """Requests the sidecar completed towards ``service`` so far, and how many got a 2xx (for progress)."""
