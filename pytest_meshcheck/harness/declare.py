@@ -178,7 +178,7 @@ class EjectionExpectation:
     """A claim on outlier ejection of the faulted instances.
 
     Attributes:
-        after_errors: The first faulted instance ejected served exactly this many requests before it.
+        after_errors: The fewest errors a faulted instance served before Envoy ejected it, exactly.
         within: Seconds into the load after which no request reaches a faulted instance any more.
         instances: At least this many instances were ejected (Envoy's enforced-ejection counter).
     """

@@ -154,10 +154,10 @@ CASES: list[Case] = [
     ("README order circuit breaker -> no outlierDetection",
      pp.test_order_circuit_breaker_ejects_an_instance_after_5_errors, {},
      platform_with(NO_ORDER_OUTLIER, ("order-service-circuit-breaker",)),
-     "claim: errors the first faulted instance served before its ejection"),
+     "claim: fewest errors a faulted instance served before its ejection"),
     ("README payment breaker corrected 3 -> 4 errors", pp.test_payment_circuit_breaker_opens_after_3_errors_corrected,
      {}, platform_with(PAYMENT_FOUR_ERRORS, ()),
-     "claim: errors the first instance served before the breaker opened on it (README: 3)"),
+     "claim: fewest errors an instance served before the breaker opened on it (README: 3)"),
 ]  # fmt: skip
 
 

@@ -302,3 +302,19 @@ def test_a_delta_too_small_to_plan_says_to_widen_it() -> None:
     # the scan gives up beyond two million requests; 1e-4 around 0.5 would need about 1.5 billion
     with pytest.raises(MeshcheckError, match="widen delta"):
         RateRule(0.5, "at-least", 1e-4, ALPHA, 0.05).plan()
+
+
+def test_a_tail_with_no_rate_delta_away_fails_as_inconclusive_not_off_by_delta() -> None:
+    # The flake-bench case: a model predicting 99.19 % (delta 0.05, two-sided) saw 941 of 941. No rate 0.05 above
+    # exists, so the observation cannot be off by delta; it is still off the claim (never a pass).
+    rule = RateRule(0.9919, "two-sided", 0.05, ALPHA, 0.05)
+    n = 941
+    low, high = acceptance_region(n, 0.9919, "two-sided", ALPHA)
+    assert high < n  # the upper tail still rejects: the stated alpha covers it
+    top = decide(rule, n, n)
+    assert top.outcome == "inconclusive"
+    assert not top.passed
+    assert decide(rule, low - 1, n).outcome in ("failed", "inconclusive")
+    # Mirrored near 0.
+    near_zero = RateRule(0.0081, "two-sided", 0.05, ALPHA, 0.05)
+    assert decide(near_zero, 0, n).outcome == "inconclusive"
