@@ -361,8 +361,9 @@ class Scenario:
 
         ``after_errors``: the fewest errors a faulted instance served before Envoy ejected it, exactly, on the
         attempts Envoy sent it before its EJECT event (:meth:`errors_before_ejection`; at the instance where the
-        context has no event log; the fewest because a busy main thread can eject one instance late). ``within``: after this many seconds of
-        an :class:`OpenLoop` load, no request reaches a faulted instance (the load runs in two phases).
+        context has no event log; the fewest because a busy main thread can eject one instance late).
+        ``within``: after this many seconds of an :class:`OpenLoop` load, no request reaches a faulted
+        instance (the load runs in two phases).
         ``instances``: at least this many ejections were enforced (Envoy's counter). Keep the load shorter
         than ``baseEjectionTime``, or an instance returns and serves again.
         """

@@ -224,6 +224,8 @@ def verify(scenario: Scenario, declared: Declarations) -> LoadResult:
             fs = scenario.decide_rate(planned, *planned.expectation.count(result))
         failed += declared.tag(planned.expectation, fs)
     prom = None
+    # Read once (the caller's sidecar access log), for the latency claims and the model's latency checks.
+    mesh_latencies = functools.cache(lambda: scenario.mesh_latencies(drive.service, result))
     for e in declared.expectations:
         if isinstance(e, CounterExpectation):
             prom = prom or scenario.prom()
@@ -231,7 +233,7 @@ def verify(scenario: Scenario, declared: Declarations) -> LoadResult:
         elif isinstance(e, EveryRequest):
             failed += declared.tag(e, _every_request(scenario, e, result))
         elif isinstance(e, LatencyExpectation):
-            failed += declared.tag(e, _latency(scenario, e, drive.service, result))
+            failed += declared.tag(e, _latency(scenario, e, mesh_latencies()))
         elif isinstance(e, EjectionExpectation):
             prom = prom or scenario.prom()
             failed += declared.tag(e, _ejection(scenario, e, drive.service, handles, reached_late, prom))
@@ -242,7 +244,7 @@ def verify(scenario: Scenario, declared: Declarations) -> LoadResult:
     if wants_model and the_plan.latency is not None and the_plan.latency.status is not None:
         # Only a delay that a timeout cuts has a modelled end; an uncut delay just adds its own length.
         slack = max((e.slack for e in declared.expectations if isinstance(e, LatencyExpectation)), default=0.0)
-        failed += _latency_model(scenario, the_plan.latency, drive.service, result, slack)
+        failed += _latency_model(scenario, the_plan.latency, drive.service, result, mesh_latencies(), slack)
     scenario.raise_failures(failed)
     return result
 
@@ -359,8 +361,8 @@ def _every_request(scenario: Scenario, e: EveryRequest, result: LoadResult) -> l
     return failed
 
 
-def _latency(scenario: Scenario, e: LatencyExpectation, service: str, result: LoadResult) -> list[CheckRecord]:
-    latencies, source = scenario.mesh_latencies(service, result)
+def _latency(scenario: Scenario, e: LatencyExpectation, measured: tuple[np.ndarray, str]) -> list[CheckRecord]:
+    latencies, source = measured
     failed: list[CheckRecord] = []
     slack = f"{e.slack:g} s scheduling slack; " if e.slack else ""
     if e.at_most is not None:
@@ -382,12 +384,17 @@ def _latency(scenario: Scenario, e: LatencyExpectation, service: str, result: Lo
 
 
 def _latency_model(
-    scenario: Scenario, latency: LatencyPrediction, service: str, result: LoadResult, slack: float
+    scenario: Scenario,
+    latency: LatencyPrediction,
+    service: str,
+    result: LoadResult,
+    measured: tuple[np.ndarray, str],
+    slack: float,
 ) -> list[CheckRecord]:
     failed: list[CheckRecord] = []
     statuses = result.status_histogram()
     low, high = latency.slow_range or (0.0, float("inf"))
-    latencies, source = scenario.mesh_latencies(service, result)
+    latencies, source = measured
     failed += scenario.decide_value(
         f"model: requests ending in {latency.status}",
         float(statuses.get(latency.status or 0, 0)),
