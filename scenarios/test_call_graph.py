@@ -506,7 +506,11 @@ def test_slow_payment_is_never_executed_twice_corrected(mesh_scenario: Scenario)
 # ---------------------------------------------------------------------------------------------- cascade
 
 SLOW_INVENTORY = 0.5
-CASCADE_RATE, CASCADE_DURATION = 30.0, 2.0
+# 45/s, not 30/s: order's own 2 s per-try timeout caps how long a call can queue, so at 30/s the weakened
+# pool (100 pending) sometimes drained before any try timed out (p99 1.6-2.5 s against the 1.675 s bound; a
+# CI run missed the weakening). At 45/s its queue outgrows the per-try timeout in every run (p99 3.6-5.6 s
+# in 8 runs next to a busy core) while the 1-pending pool stays at 1.01-1.13 s.
+CASCADE_RATE, CASCADE_DURATION = 45.0, 2.0
 CASCADE_PENDING = 1
 # Open loop on two shared cores: the generator counts its own stalls from each request's intended start.
 CASCADE_TOLERANCE = 0.5

@@ -170,12 +170,19 @@ class DestinationChaos:
             self.clear(targets, kind)
 
 
-def error_spec(rate: float, status: int = 503) -> dict[str, Any]:
-    """Echo admin JSON for an error fault: respond ``status`` with probability ``rate``."""
+def error_spec(rate: float, status: int = 503, limit: int | None = None) -> dict[str, Any]:
+    """Echo admin JSON for an error fault: respond ``status`` with probability ``rate``, ``limit`` times at most."""
     _check_rate(rate, "error rate")
     if not 200 <= status <= 599:
         raise ChaosError(f"error status {status} is not an HTTP status 200-599")
-    return {"status": status, "probability": rate}
+    spec: dict[str, Any] = {"status": status, "probability": rate}
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ChaosError(
+                f"error limit {limit!r} is not a whole number of errors (at least 1); omit it for no limit"
+            )
+        spec["limit"] = limit
+    return spec
 
 
 def latency_spec(delay_ms: float, probability: float = 1.0) -> dict[str, Any]:

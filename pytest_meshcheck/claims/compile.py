@@ -76,7 +76,8 @@ def _py(value: Any) -> str:
         return f"<PolicySet: {', '.join(names) or 'empty'}>"
     if isinstance(value, Fault):
         if value.kind == "error":
-            return f"Fault.error(rate={value.rate:g}, status={value.status}" + _instances(value) + ")"
+            limit = f", limit={value.limit}" if value.limit is not None else ""
+            return f"Fault.error(rate={value.rate:g}, status={value.status}" + _instances(value) + limit + ")"
         if value.kind == "latency":
             return f"Fault.latency({value.delay:g}, probability={value.rate:g}" + _instances(value) + ")"
         return f"Fault.reset(rate={value.rate:g}" + _instances(value) + ")"
@@ -240,7 +241,7 @@ def _policy_issue(ref: PolicyRef, issue: Any) -> ClaimIssue:
 
 def _fault(spec: FaultSpec, scale: float) -> Fault:
     if spec.kind == "error":
-        return Fault.error(spec.rate, spec.status, instances=spec.instances)
+        return Fault.error(spec.rate, spec.status, instances=spec.instances, limit=spec.limit)
     if spec.kind == "latency":
         return Fault.latency(spec.delay * scale, probability=spec.rate, instances=spec.instances)
     return Fault.reset(spec.rate, instances=spec.instances)

@@ -36,7 +36,7 @@ KIND = "Claims"
 TOP_KEYS = ("apiVersion", "kind", "defaults", "claims")
 DEFAULT_KEYS = ("policies", "time_scale", "service", "fault", "load", "expect")
 CLAIM_KEYS = ("name", "title", "description", *DEFAULT_KEYS, "call_path", "xfail")
-FAULT_KEYS = ("kind", "service", "rate", "status", "delay", "instances")
+FAULT_KEYS = ("kind", "service", "rate", "status", "delay", "instances", "limit")
 LOAD_KEYS = ("concurrency", "requests", "rate", "duration", "path", "headers")
 BOUND_KEYS = ("at_least", "at_most", "about")
 EXPECT_KEYS = (
@@ -142,6 +142,7 @@ class FaultSpec:
     status: int = 503
     delay: float = 0.0
     instances: int | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -684,9 +685,21 @@ def _fault(
     instances = None
     if "instances" in data:
         instances = ctx.integer(data["instances"], child(path, "instances"), 1, 1)
+    limit = None
+    if "limit" in data:
+        if kind is not None and kind != "error":
+            ctx.error(child(path, "limit"), f"limit applies to kind: error, not {kind}", "remove limit:")
+        elif rate < 1.0:
+            ctx.error(
+                child(path, "limit"),
+                f"limit fails the first requests of each instance, so it needs rate: 1.0, not {rate:g}",
+                "remove rate: or limit:",
+            )
+        else:
+            limit = ctx.integer(data["limit"], child(path, "limit"), 1, 3)
     if kind is None or len(ctx.issues) > before:
         return None
-    return FaultSpec(ctx.where(path), service, kind, rate, status, delay, instances)  # type: ignore[arg-type]
+    return FaultSpec(ctx.where(path), service, kind, rate, status, delay, instances, limit)  # type: ignore[arg-type]
 
 
 def _load(ctx: _Ctx, value: Any, path: str) -> LoadSpec | None:

@@ -228,9 +228,20 @@ class Chaos:
         *,
         instances: int | Sequence[str] | None = None,
         version: str | None = None,
+        limit: int | None = None,
     ) -> FaultHandle:
-        """Respond ``status`` with probability ``rate`` at the destination (all instances, or some)."""
-        return self._apply("error", error_spec(rate, status), service, instances, version)
+        """Respond ``status`` with probability ``rate`` at the destination (all instances, or some).
+
+        ``limit``: each instance injects at most that many errors, then serves. An ejection threshold
+        (``consecutive5xxErrors: N``) is exact with ``limit=N``: an attempt that reaches the instance while
+        Envoy's ejection is still on its way to the worker is served instead of adding an N + 1st error.
+        """
+        if limit is not None and rate < 1.0:
+            raise ChaosError(
+                f"error limit={limit} with rate={rate:g}: a limited fault fails the first {limit} requests each "
+                "instance receives, so it needs rate=1.0"
+            )
+        return self._apply("error", error_spec(rate, status, limit), service, instances, version)
 
     def latency(
         self,

@@ -34,6 +34,10 @@ class Fault:
         status: HTTP status of an ``error``.
         delay: Seconds of ``latency``.
         instances: How many instances are affected (the first by instance name), ``None`` for all.
+        limit: An ``error`` ends after that many errors at each instance, which then serves; ``None``
+            for no end. For ejection thresholds: with ``limit`` equal to ``consecutive5xxErrors``, an
+            attempt that reaches the instance while Envoy's ejection is on its way to the worker is
+            served, so the count before the ejection is exact.
     """
 
     kind: FaultKind
@@ -41,11 +45,12 @@ class Fault:
     status: int = 503
     delay: float = 0.0
     instances: int | None = None
+    limit: int | None = None
 
     @classmethod
-    def error(cls, rate: float, status: int = 503, *, instances: int | None = None) -> Fault:
-        """Answer ``status`` to a share ``rate`` of requests."""
-        return cls("error", rate=rate, status=status, instances=instances)
+    def error(cls, rate: float, status: int = 503, *, instances: int | None = None, limit: int | None = None) -> Fault:
+        """Answer ``status`` to a share ``rate`` of requests; with ``limit``, to the first ``limit`` only."""
+        return cls("error", rate=rate, status=status, instances=instances, limit=limit)
 
     @classmethod
     def latency(cls, delay: float, *, probability: float = 1.0, instances: int | None = None) -> Fault:

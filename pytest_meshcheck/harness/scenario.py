@@ -731,7 +731,27 @@ class Scenario:
             rate = float(h.spec.get("probability", 1.0))
             per_instance = ", ".join(f"{p.instance} {p.injected}/{p.served}" for p in proof)
             name = f"chaos live: {h.kind} on {h.service} at {rate:.0%}"
-            if rate >= 1.0:
+            limit = h.spec.get("limit")
+            if rate >= 1.0 and limit is not None:
+                # Each instance fails its first ``limit`` requests, then serves: exactly min(served, limit).
+                due = sum(min(p.served, int(limit)) for p in proof)
+                held = all(p.injected == min(p.served, int(limit)) for p in proof)
+                name = f"chaos live: {h.kind} on {h.service}, the first {limit} requests of each instance"
+                check = CheckRecord(
+                    name=name,
+                    passed=held,
+                    expected=float(due),
+                    observed=float(injected),
+                    n=served,
+                    method="exact",
+                    unit="count",
+                    detail=f"each instance failed exactly its first min(served, {limit}) requests (faulted/served): "
+                    f"{per_instance}",
+                    role="evidence",
+                    alternative="exact",
+                    outcome="passed" if held else "error",
+                )
+            elif rate >= 1.0:
                 held = injected == served
                 detail = f"every request served was faulted: {per_instance}"
                 check = CheckRecord(

@@ -133,6 +133,14 @@ def plan(scenario: Scenario, declared: Declarations) -> ScenarioPlan:
     if declared.drive is None:
         raise MeshcheckError("declare the load with drive(service, ClosedLoop(...)) before verify()")
     service = declared.drive.service
+    limited = [f for s, f in declared.faults if f.limit is not None]
+    rated = [e.name for e in declared.expectations if isinstance(e, RateExpectation)]
+    if limited and rated:
+        raise MeshcheckError(
+            f"Fault.error(limit={limited[0].limit}) ends after {limited[0].limit} errors per instance, but the "
+            f"rate checks ({', '.join(rated)}) are predicted for a fault that does not end; use limit= only "
+            "with ejection, every-request and latency expectations, or remove it"
+        )
     faults = [f.model() for s, f in declared.faults if s == service]
     # Resolved once, and only when a prediction needs it: a split route (a canary) has no single policy.
     effective = functools.cache(lambda: scenario.effective(service))
@@ -251,7 +259,7 @@ def verify(scenario: Scenario, declared: Declarations) -> LoadResult:
 
 def _inject(scenario: Scenario, service: str, fault: Fault):  # type: ignore[no-untyped-def]
     if fault.kind == "error":
-        return scenario.chaos.error(service, fault.rate, fault.status, instances=fault.instances)
+        return scenario.chaos.error(service, fault.rate, fault.status, instances=fault.instances, limit=fault.limit)
     if fault.kind == "latency":
         return scenario.chaos.latency(service, fault.delay, fault.rate, instances=fault.instances)
     return scenario.chaos.reset(service, fault.rate, instances=fault.instances)
@@ -461,19 +469,23 @@ def fewest_errors_before_ejection(
     can reach the host and fail first. A flake-bench run saw 4, 4 and 3 errors before the EJECT events of three
     instances with consecutive5xxErrors 3. The fewest is N unless every instance's ejection was late; a policy
     with N + 1 gives at least N + 1 at every instance, one with N - 1 at most N - 1 at the earliest.
-    Without those logs (a cluster) the instances' own counts are used, which include the late attempts.
+    A fault limited to N errors (``Fault.error(limit=N)``) removes the race: a late attempt is served.
+    Without those logs (a cluster) the instances' own counts of errors are used, which include the late
+    attempts; with a limited fault they cannot tell an ejection from none there, so pair the check with
+    ``instances=`` (Envoy's count of enforced ejections).
     """
     faulted = {p.instance for p in proof}
-    served = min((p.served for p in proof), default=0)
+    errors = min((p.injected for p in proof), default=0)
     counts = scenario.errors_before_ejection(service)
     if counts is None:
-        return served, (
+        return errors, (
             f"counted at the instances ({per_instance}): this context has no outlier event log, so attempts "
             "dispatched while an ejection was on its way to Envoy's worker count too"
         )
     ejected = sorted((c for i, c in counts.items() if i in faulted), key=lambda c: c.ejected_at)
     if not ejected:
-        return served, f"Envoy logged no ejection of a faulted instance, so every error counts; {per_instance}"
+        # 0, not the errors served: with a limited fault those equal the threshold even when nothing ejects.
+        return 0, f"Envoy logged no ejection of a faulted instance after any number of errors; {per_instance}"
     lines = "; ".join(c.describe() for c in ejected)
     return min(c.errors_before for c in ejected), (
         f"from Envoy's event and per-attempt logs, in ejection order: {lines}; at the instances, {per_instance}"
@@ -490,7 +502,7 @@ def _ejection(
 ) -> list[CheckRecord]:
     failed: list[CheckRecord] = []
     proof = [p for h in handles for p in h.final_proof]
-    per_instance = "per instance: " + ", ".join(f"{p.instance} served {p.served}" for p in proof)
+    per_instance = "per instance: " + ", ".join(f"{p.instance} failed {p.injected} of {p.served}" for p in proof)
     if e.after_errors is not None:
         first, detail = fewest_errors_before_ejection(scenario, service, proof, per_instance)
         failed += scenario.decide_value(

@@ -258,6 +258,18 @@ def test_chaos_error_probability_one_and_zero(admin: EchoAdmin, client: httpx.Cl
     assert _diff(admin.stats(), before)["faults"] == {"error": 0, "delay": 0, "reset": 0}
 
 
+def test_chaos_error_limit_fails_the_first_requests_then_serves(admin: EchoAdmin, client: httpx.Client) -> None:
+    admin.set_chaos(error=ErrorFault(status=500, probability=1.0, limit=3))
+    before = admin.stats()
+    assert [client.get(f"/l{i}").status_code for i in range(6)] == [500, 500, 500, 200, 200, 200]
+    assert _diff(admin.stats(), before)["faults"] == {"error": 3, "delay": 0, "reset": 0}
+    assert httpx.get(f"{admin.base_url}/chaos").json()["errors_left"] == 0
+    # A new state is a new fault: its limit counts from the start again.
+    admin.set_chaos(error=ErrorFault(status=500, probability=1.0, limit=1))
+    assert [client.get("/").status_code for _ in range(2)] == [500, 200]
+    admin.clear_chaos()
+
+
 def test_chaos_latency_probability_one_and_zero(admin: EchoAdmin, client: httpx.Client) -> None:
     admin.set_chaos(latency=LatencyFault(delay_ms=200, probability=1.0))
     for _ in range(3):

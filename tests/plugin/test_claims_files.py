@@ -167,7 +167,7 @@ def test_claims_run_through_the_mesh_scenario_fixture(pytester: pytest.Pytester,
     assert [c[0] for c in passed["calls"]] == ["apply", "inject", "drive", "expect_success_ratio", "verify"]
     assert passed["calls"][1][1] == [
         "'catalog-service'",
-        "Fault(kind='error', rate=0.5, status=503, delay=0.0, instances=None)",
+        "Fault(kind='error', rate=0.5, status=503, delay=0.0, instances=None, limit=None)",
     ]
     assert passed["calls"][2][1] == ["'catalog-service'", "ClosedLoop(concurrency=4, requests=None)"]
     assert passed["calls"][3][2] == {"at_least": "0.875", "delta": "0.125"}

@@ -149,7 +149,7 @@ def test_example_breaker_claims_use_their_own_time_scale(example: dict[str, Comp
     payment = calls(example["payment-circuit-breaker-opens-corrected"])
 
     assert order[0][2] == {"time_scale": 0.1}
-    assert order[1][1] == ("order-service", Fault.error(rate=1.0, status=500, instances=1))
+    assert order[1][1] == ("order-service", Fault.error(rate=1.0, status=500, instances=1, limit=5))
     assert order[2][1] == ("order-service", OpenLoop(rate=60.0, duration=2.0))
     assert payment[0][2] == {"time_scale": 0.1}
     assert "payment-service-circuit-breaker" in [dr.name for dr in payment[0][1][0].destination_rules]
@@ -342,7 +342,7 @@ def test_unknown_key_without_a_close_match_lists_the_keys(tmp_path: Path) -> Non
 
     assert message == (
         "c.meshcheck.yaml:7 claims[0].fault.zzz: unknown key 'zzz' in a fault; fix: remove it; a fault takes kind, "
-        "service, rate, status, delay, instances"
+        "service, rate, status, delay, instances, limit"
     )
 
 
@@ -400,6 +400,25 @@ def test_call_graph_claims_are_rejected_until_issue_9(tmp_path: Path) -> None:
             "c.meshcheck.yaml:7 claims[0].fault.status: status applies to kind: error, not latency; "
             "fix: remove status:",
             id="status-on-latency",
+        ),
+        pytest.param(
+            "fault: {kind: error, rate: 0.5}",
+            "fault: {kind: latency, delay: 2s, limit: 3}",
+            "c.meshcheck.yaml:7 claims[0].fault.limit: limit applies to kind: error, not latency; fix: remove limit:",
+            id="limit-on-latency",
+        ),
+        pytest.param(
+            "fault: {kind: error, rate: 0.5}",
+            "fault: {kind: error, rate: 0.5, limit: 3}",
+            "c.meshcheck.yaml:7 claims[0].fault.limit: limit fails the first requests of each instance, so it needs "
+            "rate: 1.0, not 0.5; fix: remove rate: or limit:",
+            id="limit-with-rate",
+        ),
+        pytest.param(
+            "fault: {kind: error, rate: 0.5}",
+            "fault: {kind: error, limit: 0}",
+            "c.meshcheck.yaml:7 claims[0].fault.limit: 0 is not a positive integer; fix: use e.g. 3",
+            id="limit-zero",
         ),
         pytest.param(
             "fault: {kind: error, rate: 0.5}",

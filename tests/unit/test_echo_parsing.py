@@ -161,6 +161,14 @@ def test_chaos_full_document_round_trips() -> None:
     assert chaos.active() == {"error": 0.5, "delay": 1.0, "reset": 0.3}
 
 
+def test_chaos_error_limit_round_trips_and_is_optional() -> None:
+    chaos = parse_chaos({"error": {"status": 500, "limit": 3}})
+    assert chaos == Chaos(ErrorFault(500, 1.0, 3))
+    assert chaos.to_json() == {"error": {"status": 500, "probability": 1.0, "limit": 3}}
+    assert parse_chaos(chaos.to_json()) == chaos
+    assert "limit" not in Chaos(ErrorFault(500)).to_json()["error"]
+
+
 def test_chaos_subset_and_default_probability() -> None:
     assert parse_chaos({"reset": {}}) == Chaos(reset=ResetFault(1.0))
     assert parse_chaos({}) == Chaos()
@@ -182,6 +190,10 @@ def test_chaos_subset_and_default_probability() -> None:
         ({"error": {"status": 503, "probability": -0.1}}, "'error.probability'"),
         ({"error": {"status": 503, "probability": "0.5"}}, "'error.probability'"),
         ({"error": {"status": 503, "prob": 0.5}}, "'error.prob'"),
+        ({"error": {"status": 503, "limit": 0}}, "'error.limit'"),
+        ({"error": {"status": 503, "limit": 2.5}}, "'error.limit'"),
+        ({"error": {"status": 503, "limit": True}}, "'error.limit'"),
+        ({"error": {"status": 503, "limit": "3"}}, "'error.limit'"),
         ({"latency": {"probability": 1}}, "'latency.delay_ms'"),
         ({"latency": {"delay_ms": -1}}, "'latency.delay_ms'"),
         ({"latency": {"delay_ms": 4_000_000}}, "'latency.delay_ms'"),

@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 from scipy.stats import binom
 
+from pytest_meshcheck.errors import MeshcheckError
+from pytest_meshcheck.harness.declare import ClosedLoop, Fault
 from pytest_meshcheck.harness.plan import PlannedRate
 from pytest_meshcheck.harness.policies import as_policy_set
 from pytest_meshcheck.harness.scenario import Scenario
@@ -263,3 +265,12 @@ def test_a_claim_the_model_refutes_is_planned_to_fail() -> None:
     assert claim.refutation is not None
     without = replace(claim, refutation=None)
     assert n >= claim.n_needed > without.rule.plan().n
+
+
+def test_a_limited_fault_next_to_a_rate_claim_is_refused_before_any_request() -> None:
+    sc = planning_scenario("ci")
+    sc.inject("catalog-service", Fault.error(rate=1.0, status=500, instances=1, limit=3))
+    sc.drive("catalog-service", ClosedLoop(concurrency=2))
+    sc.expect_success_ratio(at_least=0.9)
+    with pytest.raises(MeshcheckError, match=r"limit=3\) ends after 3 errors per instance.*success"):
+        sc.plan()

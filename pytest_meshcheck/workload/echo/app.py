@@ -47,6 +47,8 @@ class EchoApp:
         self.counters = Counters()
         self.chaos = Chaos()
         self.generation = 0
+        #: Errors the current error fault may still inject; ``None`` without a limit.
+        self.errors_left: int | None = None
         self._headers = (
             f"x-meshcheck-service: {identity.service}\r\n"
             f"x-meshcheck-version: {identity.version}\r\n"
@@ -59,6 +61,7 @@ class EchoApp:
     def set_chaos(self, chaos: Chaos) -> None:
         """Replace the chaos state; every call is a new generation."""
         self.chaos = chaos
+        self.errors_left = chaos.error.limit if chaos.error is not None else None
         self.generation += 1
 
     # Handler -----------------------------------------------------------------------------------------
@@ -93,7 +96,9 @@ class EchoApp:
         extra = b""
         error: str | None = None
         status = 200
-        if chaos.error is not None and roll(rng, chaos.error.probability):
+        if chaos.error is not None and self.errors_left != 0 and roll(rng, chaos.error.probability):
+            if self.errors_left is not None:
+                self.errors_left -= 1
             counters.faults["error"] += 1
             status = chaos.error.status
             fault = fault + b",error" if fault else b"error"
@@ -203,7 +208,10 @@ class EchoApp:
 
     def chaos_doc(self) -> dict[str, Any]:
         """Body of ``GET /chaos``."""
-        return {"chaos": self.chaos.to_json(), "generation": self.generation}
+        doc: dict[str, Any] = {"chaos": self.chaos.to_json(), "generation": self.generation}
+        if self.errors_left is not None:
+            doc["errors_left"] = self.errors_left
+        return doc
 
     def stats_doc(self) -> dict[str, Any]:
         """Body of ``GET /stats``."""

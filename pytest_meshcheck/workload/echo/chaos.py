@@ -19,10 +19,16 @@ MAX_DELAY_S = 3600.0
 
 @dataclass(frozen=True)
 class ErrorFault:
-    """Answer with ``status`` instead of serving, with the given probability."""
+    """Answer with ``status`` instead of serving, with the given probability.
+
+    ``limit`` ends the fault after that many errors (the instance then serves): a threshold such as
+    ``consecutive5xxErrors: 3`` is then exact whenever Envoy ejects, since an attempt that reaches the
+    instance while the ejection is still on its way to Envoy's worker is served, not failed.
+    """
 
     status: int
     probability: float = 1.0
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class Chaos:
         doc: dict[str, Any] = {}
         if self.error is not None:
             doc["error"] = {"status": self.error.status, "probability": self.error.probability}
+            if self.error.limit is not None:
+                doc["error"]["limit"] = self.error.limit
         if self.latency is not None:
             doc["latency"] = {"delay_ms": self.latency.delay_ms, "probability": self.latency.probability}
         if self.reset is not None:
@@ -69,7 +77,7 @@ class Chaos:
 
 
 _SECTION_FIELDS = {
-    "error": ("status", "probability"),
+    "error": ("status", "probability", "limit"),
     "latency": ("delay_ms", "probability"),
     "reset": ("probability",),
 }
@@ -112,7 +120,7 @@ def parse_chaos(doc: object) -> Chaos:
             if key not in fields:
                 raise ValueError(f"chaos field '{name}.{key}': unknown field; allowed: {', '.join(fields)}")
         for key in fields:
-            if key != "probability" and key not in section:
+            if key not in ("probability", "limit") and key not in section:
                 raise ValueError(f"chaos field '{name}.{key}': required")
         sections[name] = section
     error = latency = reset = None
@@ -123,7 +131,12 @@ def parse_chaos(doc: object) -> Chaos:
             raise ValueError(
                 f"chaos field 'error.status': must be an integer HTTP status in 400-599, got {json.dumps(status)}"
             )
-        error = ErrorFault(status, _probability(section, "error"))
+        limit = section.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(
+                f"chaos field 'error.limit': must be a whole number of errors, at least 1, got {json.dumps(limit)}"
+            )
+        error = ErrorFault(status, _probability(section, "error"), limit)
     if "latency" in sections:
         section = sections["latency"]
         delay_ms = _number(section, "delay_ms", "latency", 0.0, MAX_DELAY_S * 1000.0)
