@@ -29,7 +29,7 @@ KEEP = Path(tempfile.gettempdir()) / "meshcheck-flake-failures"
 TIMINGS = Path(tempfile.gettempdir()) / f"meshcheck-flake-timings-{os.getpid()}.jsonl"
 
 
-def run_once(seed: int, workers: int) -> tuple[float, list[dict[str, object]], int]:
+def run_once(seed: int, workers: int) -> tuple[float, list[dict[str, object]], int, str]:
     with tempfile.TemporaryDirectory(prefix="meshcheck-flake-") as tmp:
         cmd = [sys.executable, "-m", "pytest", "scenarios", "-q", "-p", "no:cacheprovider", "--mesh-seed", str(seed)]
         cmd += ["--mesh-report-dir", tmp] + (["-n", str(workers)] if workers > 1 else [])
@@ -69,7 +69,9 @@ def run_once(seed: int, workers: int) -> tuple[float, list[dict[str, object]], i
                 bad.append({"scenario": nodeid, "outcome": word.lower() + " (pytest)", "checks": [rest[-300:]]})
         if out.returncode not in (0, 1):
             print(out.stdout[-2000:], out.stderr[-2000:])
-        return wall, bad, out.returncode
+        # The run's own statement of its false-fail budget: its rate checks and the sum of their alphas.
+        budget = next((line for line in out.stdout.splitlines() if " rate checks; " in line), "")
+        return wall, bad, out.returncode, budget.removeprefix("meshcheck: ")
 
 
 def main() -> None:
@@ -83,13 +85,13 @@ def main() -> None:
     for i in range(args.runs):
         seed = rng.randrange(1, 2**31)
         load_before = os.getloadavg()[0]
-        wall, bad, code = run_once(seed, args.workers)
+        wall, bad, code, budget = run_once(seed, args.workers)
         walls.append(wall)
         failures += len(bad)
         # The machine is shared: the load average says whether a failure came with a busy machine.
         print(
             f"run {i + 1}/{args.runs}: seed {seed}, exit {code}, {wall:.1f} s, {len(bad)} unexpected outcome(s); "
-            f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+            f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {budget}",
             flush=True,
         )
         for b in bad:

@@ -265,6 +265,32 @@ def power_lines(records: Sequence[ScenarioRecord]) -> list[str]:
     return lines
 
 
+#: The run's designed false-fail rate (``verdict.power.RUN_ALPHA``, not imported: it pulls in scipy).
+RUN_ALPHA = 0.001
+
+
+def false_fail_budget_line(records: Sequence[ScenarioRecord]) -> str | None:
+    """How often this run's rate checks together fail policies that hold, against the run's design.
+
+    By Bonferroni the chance that any check fails falsely is at most the sum of the checks' alphas. Every
+    check that states an alpha counts: claims, model checks and the proofs that a fault hit at its rate.
+    """
+    alphas = [c.alpha for r in records for c in r.checks if c.alpha is not None]
+    if not alphas:
+        return None
+    total = sum(alphas)
+    line = (
+        f"meshcheck: {len(alphas)} rate checks; a run whose policies all hold fails one of them with probability "
+        f"at most {total:.2g} (the sum of their alphas)"
+    )
+    if total > RUN_ALPHA * (1 + 1e-9):
+        line += (
+            f", above the {RUN_ALPHA:g} per run the defaults are planned for: set --mesh-alpha to "
+            f"{RUN_ALPHA / len(alphas):.2g} or less"
+        )
+    return line
+
+
 def summary_lines(
     records: Sequence[ScenarioRecord], index_path: Path | None, regressions: Sequence[Regression] = ()
 ) -> list[str]:
@@ -288,6 +314,9 @@ def summary_lines(
         if power:
             lines.append("meshcheck: what the checks that did not hold could detect:")
             lines += power
+        budget = false_fail_budget_line(records)
+        if budget:
+            lines.append(budget)
     else:
         lines.append("meshcheck: no scenario produced a record")
     if regressions:

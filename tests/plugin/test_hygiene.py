@@ -70,7 +70,7 @@ def test_the_header_line_appears_only_when_a_test_uses_the_plugin(pytester: pyte
 
     pytester.makepyfile(test_mesh="def test_mesh(mesh):\n    pass\n")
     used = pytester.runpytest("--collect-only", "-p", "no:cacheprovider")
-    used.stdout.fnmatch_lines(["meshcheck: context=local*alpha=0.001 beta=0.05*"])
+    used.stdout.fnmatch_lines(["meshcheck: context=local*alpha=2e-05 beta=0.05*"])
 
 
 def test_the_tracker_is_unregistered_at_unconfigure(pytester: pytest.Pytester) -> None:

@@ -93,7 +93,7 @@ def test_defaults_when_nothing_is_given(pytester: pytest.Pytester) -> None:
     [
         ("profile", "smoke", "nightly", "ci", ("smoke", "nightly", "ci", "ci")),
         ("confidence", "0.9", "0.95", "0.999", (0.9, 0.95, 0.999, 0.99)),
-        ("alpha", "0.01", "0.005", "0.0001", (0.01, 0.005, 0.0001, 0.001)),
+        ("alpha", "0.01", "0.005", "0.0001", (0.01, 0.005, 0.0001, 2e-05)),
         ("beta", "0.1", "0.2", "0.01", (0.1, 0.2, 0.01, 0.05)),
         ("seed", "1", "2", "3", (1, 2, 3, 20261125)),
         ("report_dir", "cli-reports", "env-reports", "ini-reports",
@@ -178,7 +178,7 @@ def test_header_shows_the_default_error_rates(pytester: pytest.Pytester) -> None
     result = pytester.runpytest("--collect-only")
 
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["meshcheck: * confidence=0.99 alpha=0.001 beta=0.05 seed=20261125 *"])
+    result.stdout.fnmatch_lines(["meshcheck: * confidence=0.99 alpha=2e-05 beta=0.05 seed=20261125 *"])
 
 
 # (option, how it is given, bad value, words of the fix)
@@ -188,9 +188,9 @@ BAD_VALUES = [
     ("confidence", "cli", "high", "'high' is not a number. Use a level such as 0.99"),
     ("confidence", "cli", "1.5", "1.5 is outside 0.5-0.9999. Use a level such as 0.95 or 0.99"),
     ("confidence", "ini", "0.1", "0.1 is outside 0.5-0.9999"),
-    ("alpha", "cli", "tiny", "'tiny' is not a number. Use a rate such as 0.001"),
-    ("alpha", "cli", "0", "0.0 is outside (0, 0.5). Use a rate above 0 and below 0.5, such as 0.001"),
-    ("alpha", "env", "0.5", "0.5 is outside (0, 0.5). Use a rate above 0 and below 0.5, such as 0.001"),
+    ("alpha", "cli", "tiny", "'tiny' is not a number. Use a rate such as 0.00002"),
+    ("alpha", "cli", "0", "0.0 is outside (0, 0.5). Use a rate above 0 and below 0.5, such as 0.00002"),
+    ("alpha", "env", "0.5", "0.5 is outside (0, 0.5). Use a rate above 0 and below 0.5, such as 0.00002"),
     ("alpha", "ini", "-0.01", "-0.01 is outside (0, 0.5)"),
     ("alpha", "cli", "nan", "nan is outside (0, 0.5)"),
     ("beta", "cli", "5%", "'5%' is not a number. Use a rate such as 0.05"),

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from pytest_meshcheck.report.record import report_stem
+from pytest_meshcheck.settings import MeshSettings
 
 pytestmark = [
     pytest.mark.envoy,
@@ -258,8 +259,8 @@ def test_records_and_html_reports_are_written(serial: Run) -> None:
     assert success["passed"] is True
     assert success["expected"] == pytest.approx(0.875)
     assert success["n"] >= 100
-    assert success["confidence"] == 0.999
-    assert success["alpha"] <= 0.001
+    assert success["confidence"] == pytest.approx(1 - MeshSettings().alpha)
+    assert success["alpha"] <= MeshSettings().alpha
     assert success["beta"] <= 0.05
     assert "would have caught a success ratio below" in success["detects"]
     low, high = success["interval"]
@@ -274,7 +275,7 @@ def test_terminal_summary_shows_the_table_and_the_index(serial: Run) -> None:
         [
             "*= meshcheck =*",
             "scenario*verdict*expected*observed*interval*requests*duration*",
-            "*test_retries_hide_half_the_errors*PASSED*claim: success ratio at least 87.50%*0.8750*@99.9%*",
+            "*test_retries_hide_half_the_errors*PASSED*claim: success ratio at least 87.50%*0.8750*@99.998%*",
             "*test_claim_that_cannot_hold*0.9990*",
             "*test_fault_nobody_calls*ERROR*",
             "*test_raises_inside_a_fault*ERROR*",
@@ -291,13 +292,13 @@ def test_failed_claim_message_has_expected_observed_interval_n_power_policy_and_
     # 87.5 % against a claim of 99.9 %: failed, or inconclusive when the sample also fits 94.9 % (never a pass).
     assert claim["role"] == "claim"
     assert claim["outcome"] in ("failed", "inconclusive")
-    assert claim["alpha"] <= 0.001
+    assert claim["alpha"] <= MeshSettings().alpha
     n = claim["n"]
     serial.lines.fnmatch_lines(
         [
             "*ScenarioFailed: A wrong claim: attempts: 2 would hide every 503*",
             f"* claim: success ratio at least 99.90%: success ratio: claimed at least 99.9 % (delta 0.05), "
-            f"observed * (*/{n}), 99.9 % interval * -> *declared at *test_scenarios.py:*would have caught a "
+            f"observed * (*/{n}), 99.998 % interval * -> *declared at *test_scenarios.py:*would have caught a "
             "success ratio below * with 95 % probability*",
             "*policy lines and defaults involved:*",
             "*retries.attempts*",

@@ -104,13 +104,38 @@ def test_every_check_that_did_not_hold_gets_a_row_not_only_the_first() -> None:
 def test_failure_summary_says_what_each_rate_verdict_could_detect() -> None:
     lines = summary_lines([_many_checks(), passing_record()], None)
     start = lines.index("meshcheck: what the checks that did not hold could detect:")
-    power = lines[start + 1 :]
+    power = lines[start + 1 : -1]
     assert power == [
         "  test_retry_masks_5xx[broken-retry-on]: model: retry share: FAILED; would have caught a retry share "
         "below 25 % or above 35 % with 95 % probability (alpha 0.01, beta 0.05, delta 0.05)",
         "  test_retry_masks_5xx[broken-retry-on]: model: ejection share: INCONCLUSIVE; would have caught an "
         "ejection share below 40 % with 90 % probability (alpha 0.01, beta 0.1, delta 0.1)",
     ]  # the errored exact check has no power to state; the passing scenario none to explain
+    assert lines[-1].startswith("meshcheck: 4 rate checks; a run whose policies all hold fails one")
+
+
+def _rate_checks(*alphas: float) -> ScenarioRecord:
+    rec = passing_record()
+    rec.checks = [
+        CheckRecord(f"claim {i}", True, 0.9, 0.95, [0.9, 1.0], n=100, role="claim", alternative="at-least", alpha=a)
+        for i, a in enumerate(alphas)
+    ]
+    return rec
+
+
+def test_the_summary_adds_up_the_runs_false_fail_rate() -> None:
+    within = summary_lines([_rate_checks(*[2e-5] * 43), _rate_checks()], None)
+    assert within[-1] == (
+        "meshcheck: 43 rate checks; a run whose policies all hold fails one of them with probability at most "
+        "0.00086 (the sum of their alphas)"
+    )
+    over = summary_lines([_rate_checks(*[0.001] * 43)], None)[-1]
+    assert over.endswith(
+        "at most 0.043 (the sum of their alphas), above the 0.001 per run the defaults are planned for: set "
+        "--mesh-alpha to 2.3e-05 or less"
+    )
+    # Exact checks state no alpha and add nothing; a run without rate checks gets no line.
+    assert not any("rate checks" in line for line in summary_lines([_rate_checks()], None))
 
 
 def test_an_inconclusive_scenario_is_never_shown_as_passed() -> None:

@@ -41,7 +41,7 @@ from pytest_meshcheck.topology import load_topology
 from pytest_meshcheck.verdict.power import acceptance_region
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-ALPHA, BETA = 0.001, 0.05
+ALPHA, BETA = MeshSettings().alpha, MeshSettings().beta
 
 
 class PlanningMesh:
