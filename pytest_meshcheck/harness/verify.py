@@ -241,7 +241,7 @@ def verify(scenario: Scenario, declared: Declarations) -> LoadResult:
         elif isinstance(e, EveryRequest):
             failed += declared.tag(e, _every_request(scenario, e, result))
         elif isinstance(e, LatencyExpectation):
-            failed += declared.tag(e, _latency(scenario, e, mesh_latencies()))
+            failed += declared.tag(e, _latency(scenario, e, mesh_latencies(), result))
         elif isinstance(e, EjectionExpectation):
             prom = prom or scenario.prom()
             failed += declared.tag(e, _ejection(scenario, e, drive.service, handles, reached_late, prom))
@@ -369,7 +369,9 @@ def _every_request(scenario: Scenario, e: EveryRequest, result: LoadResult) -> l
     return failed
 
 
-def _latency(scenario: Scenario, e: LatencyExpectation, measured: tuple[np.ndarray, str]) -> list[CheckRecord]:
+def _latency(
+    scenario: Scenario, e: LatencyExpectation, measured: tuple[np.ndarray, str], result: LoadResult
+) -> list[CheckRecord]:
     latencies, source = measured
     failed: list[CheckRecord] = []
     slack = f"{e.slack:g} s scheduling slack; " if e.slack else ""
@@ -380,13 +382,14 @@ def _latency(scenario: Scenario, e: LatencyExpectation, measured: tuple[np.ndarr
             f"claim: {which} (s)", value, at_most=e.at_most + e.slack, unit="s", role=e.role, detail=slack + source
         )
     if e.at_least is not None:
+        floor, floor_source = scenario.floor_latencies(result)
         failed += scenario.decide_value(
             "claim: fastest request (s)",
-            float(latencies.min()),
+            float(floor.min()),
             at_least=e.at_least - 0.01,
             unit="s",
             role=e.role,
-            detail=f"a timeout cannot fire early (10 ms for clock granularity); {source}",
+            detail=f"a timeout cannot fire early (10 ms for clock granularity); {floor_source}",
         )
     return failed
 
@@ -403,6 +406,7 @@ def _latency_model(
     statuses = result.status_histogram()
     low, high = latency.slow_range or (0.0, float("inf"))
     latencies, source = measured
+    floor, floor_source = scenario.floor_latencies(result)
     failed += scenario.decide_value(
         f"model: requests ending in {latency.status}",
         float(statuses.get(latency.status or 0, 0)),
@@ -412,11 +416,11 @@ def _latency_model(
     )
     failed += scenario.decide_value(
         f"model: fastest request not before the predicted {low:.3f} s",
-        float(latencies.min()),
+        float(floor.min()),
         at_least=low - 0.01,
         unit="s",
         role="model",
-        detail=source,
+        detail=floor_source,
     )
     failed += scenario.decide_value(
         f"model: slowest request within the predicted {high:.3f} s",
