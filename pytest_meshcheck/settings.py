@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from pytest_meshcheck.error_budget import CHECK_ALPHA
+
 PROFILES = ("smoke", "ci", "nightly")
 # Load and duration scale per profile: smoke for a quick signal, ci for the default gate, nightly for
 # tighter intervals. Scenarios size samples from these, never from wall-clock guesses.
@@ -144,7 +146,7 @@ class MeshSettings:
     policies: Path | None = None
     istio_version: str | None = None
     confidence: float = 0.99
-    alpha: float = 2e-5  # 0.001 per run over up to 50 rate checks (RUN_ALPHA / RATE_CHECKS_PER_RUN)
+    alpha: float = CHECK_ALPHA
     beta: float = 0.05
     profile: str = "ci"
     report_dir: Path = Path("reports")

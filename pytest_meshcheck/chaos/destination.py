@@ -181,6 +181,11 @@ def error_spec(rate: float, status: int = 503, limit: int | None = None) -> dict
             raise ChaosError(
                 f"error limit {limit!r} is not a whole number of errors (at least 1); omit it for no limit"
             )
+        if rate < 1.0:
+            raise ChaosError(
+                f"error limit={limit} with rate={rate:g}: a limited fault fails the first {limit} requests each "
+                "instance receives, so it needs rate=1.0"
+            )
         spec["limit"] = limit
     return spec
 

@@ -236,11 +236,6 @@ class Chaos:
         (``consecutive5xxErrors: N``) is exact with ``limit=N``: an attempt that reaches the instance while
         Envoy's ejection is still on its way to the worker is served instead of adding an N + 1st error.
         """
-        if limit is not None and rate < 1.0:
-            raise ChaosError(
-                f"error limit={limit} with rate={rate:g}: a limited fault fails the first {limit} requests each "
-                "instance receives, so it needs rate=1.0"
-            )
         return self._apply("error", error_spec(rate, status, limit), service, instances, version)
 
     def latency(

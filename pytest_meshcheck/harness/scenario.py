@@ -734,8 +734,9 @@ class Scenario:
             limit = h.spec.get("limit")
             if rate >= 1.0 and limit is not None:
                 # Each instance fails its first ``limit`` requests, then serves: exactly min(served, limit).
-                due = sum(min(p.served, int(limit)) for p in proof)
-                held = all(p.injected == min(p.served, int(limit)) for p in proof)
+                due_per_instance = [min(p.served, int(limit)) for p in proof]
+                due = sum(due_per_instance)
+                held = all(p.injected == d for p, d in zip(proof, due_per_instance, strict=True))
                 name = f"chaos live: {h.kind} on {h.service}, the first {limit} requests of each instance"
                 check = CheckRecord(
                     name=name,

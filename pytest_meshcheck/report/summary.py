@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
+from pytest_meshcheck.error_budget import RUN_ALPHA
 from pytest_meshcheck.istio_version import DEFAULT_ISTIO_VERSION
 from pytest_meshcheck.report.record import (
     CheckOutcome,
@@ -263,10 +264,6 @@ def power_lines(records: Sequence[ScenarioRecord]) -> list[str]:
                 f"  {short_name(record.nodeid)}: {check.name}: {label}; {what}" + (f" ({power})" if power else "")
             )
     return lines
-
-
-#: The run's designed false-fail rate (``verdict.power.RUN_ALPHA``, not imported: it pulls in scipy).
-RUN_ALPHA = 0.001
 
 
 def false_fail_budget_line(records: Sequence[ScenarioRecord]) -> str | None:

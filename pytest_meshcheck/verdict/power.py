@@ -33,17 +33,12 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import binom, binomtest, norm
 
+from pytest_meshcheck.error_budget import CHECK_ALPHA
 from pytest_meshcheck.errors import MeshcheckError
 
 RateAlternative = Literal["at-least", "at-most", "two-sided"]
 RateOutcome = Literal["passed", "failed", "inconclusive"]
-#: The false-fail rate a whole run is designed for: at most 1 run in 1,000 whose policies all hold fails.
-RUN_ALPHA = 0.001
-#: The rate checks a run is planned for; a run of 54 scenarios makes about 43 (claims, model checks and
-#: proofs that a fault hit at its rate).
-RATE_CHECKS_PER_RUN = 50
-#: Per check, Bonferroni: the run's false-fail rate is at most the sum of its checks' rates.
-DEFAULT_ALPHA = RUN_ALPHA / RATE_CHECKS_PER_RUN
+DEFAULT_ALPHA = CHECK_ALPHA  # a run's budget over its rate checks (error_budget.py)
 DEFAULT_BETA = 0.05
 DEFAULT_DELTA = 0.05
 _MAX_N = 2_000_000

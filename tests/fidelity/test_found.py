@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_meshcheck.verdict.power import RUN_ALPHA
+from pytest_meshcheck.error_budget import RUN_ALPHA
 from tests.fidelity.cases import Case
 from tests.fidelity.conftest import Meshes
 from tests.fidelity.predict import RATE_CHECKS_PER_EXAMPLE
