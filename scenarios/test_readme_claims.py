@@ -524,6 +524,13 @@ def test_one_instance_is_ejected_at_max_ejection_percent_100(mesh_scenario: Scen
 
 BACKOFF_SERVICE = "catalog-service"
 BACKOFF_RETRIES = 3  # the README's "Attempt 2, 3, 4": three retries, caps 25, 50 and 100 ms
+# Four requests in flight. Back-off is per request, and without a DestinationRule istiod leaves max_retries at
+# 4294967295, so no retry waits on another. Envoy's single worker then has at most four timers to serve, and the
+# gaps it logs stayed inside the test's 3 ms allowance: KS D 0.000-0.013 over three runs against a critical value
+# of 0.179 (0.013-0.079 at one in flight, 0.008-0.026 at eight); the longest gap before retry 3 (cap 100 ms) was
+# 102.8 ms (102.7 at one, 103.1 at eight).
+# Traffic 1.65 s instead of 5.6 s.
+BACKOFF_CONCURRENCY = 4
 
 
 def backoff_policy(backoff: str | None = None) -> str:
@@ -565,10 +572,10 @@ class BackoffRun:
 
 
 def run_backoff(mesh_scenario: Scenario, policy: str) -> BackoffRun:
-    """Every catalog instance answers 503 at once; one request at a time, so every retry waits only on back-off.
+    """Every catalog instance answers 503 at once; ``BACKOFF_CONCURRENCY`` requests in flight.
 
-    Concurrency 1 keeps the retry budget out of it, and an upstream that answers at once makes each gap the
-    back-off plus Envoy's own work (which the test allows for, see :mod:`pytest_meshcheck.expect.backoff`).
+    No retry limit is in force, and an upstream that answers at once makes each gap the back-off plus Envoy's
+    own work (which the test allows for, see :mod:`pytest_meshcheck.expect.backoff`).
     """
     if not isinstance(mesh_scenario.mesh, AttemptSource):
         pytest.skip("the back-off is read from per-attempt records, which only the local mesh's sidecars write")
@@ -577,7 +584,7 @@ def run_backoff(mesh_scenario: Scenario, policy: str) -> BackoffRun:
     reasons = tuple(mesh_scenario.explain(effective.reason("retry.attempts", "retry.retry_on", "retry.backoff")))
     plan = plan_backoff(BACKOFF_RETRIES, alpha=mesh_scenario.settings.alpha, beta=mesh_scenario.settings.beta)
     with mesh_scenario.chaos.error(BACKOFF_SERVICE, rate=1.0, status=503) as injected:
-        result = mesh_scenario.load.closed(BACKOFF_SERVICE, concurrency=1, requests=plan.requests)
+        result = mesh_scenario.load.closed(BACKOFF_SERVICE, concurrency=BACKOFF_CONCURRENCY, requests=plan.requests)
         mesh_scenario.require_chaos(injected)
     start, end = result.started_wall - 0.5, result.started_wall + result.elapsed + 0.5
     trees = [t for t in join(mesh_scenario.mesh.attempt_records(start, end)) if t.record.service == BACKOFF_SERVICE]
@@ -630,7 +637,7 @@ def check_every_request_retried(mesh_scenario: Scenario, run: BackoffRun) -> Non
         float(run.full),
         expected=float(run.requests),
         reasons=run.reasons,
-        detail=f"{run.requests} requests sent, one at a time, to instances answering 503 at once",
+        detail=f"{run.requests} requests sent, {BACKOFF_CONCURRENCY} at a time, to instances answering 503 at once",
     )
     mesh_scenario.check_value(
         "envoy_cluster_upstream_rq_retry_backoff_exponential (one per wait)",
@@ -691,6 +698,10 @@ LB_SERVICE = "catalog-service"
 # 24 requests in flight: the claims hold at any concurrency, and 24 gets the planned ~2,200 requests through in
 # about 7 s under round robin (75 requests/s at 6). The model's share moves little with it (14.0 % at 6, 11.5 % at 24).
 LB_CONCURRENCY = 24
+# Round robin's share does not depend on what is in flight (the model predicts a third at any concurrency), so
+# its scenario, the one that needs the most requests (about 3,200: the slow replica holds a third of them for
+# 200 ms each), sends them 72 at a time: 3.6 s of traffic instead of 11 s at 24.
+RR_CONCURRENCY = 72
 # One replica answers in 200 ms, the two others in 20 ms: latencies well above Envoy's and the client's own
 # per-request work (~1 ms), which the model leaves out (adding 5 ms to every replica moves its slow share
 # by 0.3 points at 24 in flight, 10 ms by 0.7: far below the checks' delta).
@@ -734,8 +745,10 @@ class BalanceRun:
     detail: str
 
 
-def run_one_slow_replica(mesh_scenario: Scenario, policy: str, claim: float, alternative: str) -> BalanceRun:
-    """Apply ``policy``; one catalog replica answers in 200 ms, the others in 20 ms; closed loop, ``LB_CONCURRENCY``.
+def run_one_slow_replica(
+    mesh_scenario: Scenario, policy: str, claim: float, alternative: str, concurrency: int = LB_CONCURRENCY
+) -> BalanceRun:
+    """Apply ``policy``; one catalog replica answers in 200 ms, the others in 20 ms; a closed loop of ``concurrency``.
 
     The sample is planned before any request: the larger of what the claim (``claim``, ``alternative``, delta
     ``LB_DELTA``) and the model check (two-sided, delta 0.05) need.
@@ -745,18 +758,18 @@ def run_one_slow_replica(mesh_scenario: Scenario, policy: str, claim: float, alt
     reasons = tuple(mesh_scenario.explain(effective.reason("lb")))
     replicas = [i.name for i in mesh_scenario.mesh.instances(LB_SERVICE)]
     latencies = [SLOW_DELAY] + [FAST_DELAY] * (len(replicas) - 1)
-    prediction = predict_balance(effective.lb, latencies, LB_CONCURRENCY)
+    prediction = predict_balance(effective.lb, latencies, concurrency)
     mesh_scenario.explain([prediction.reason])
     requests = max(
         mesh_scenario.requests_for(claim, alternative=alternative, delta=LB_DELTA),
         mesh_scenario.requests_for(prediction.shares[0], alternative="two-sided", delta=0.05),
-        4 * LB_CONCURRENCY,
+        4 * concurrency,
     )
     with (
         mesh_scenario.chaos.latency(LB_SERVICE, SLOW_DELAY, instances=replicas[:1]) as slow,
         mesh_scenario.chaos.latency(LB_SERVICE, FAST_DELAY, instances=replicas[1:]) as fast,
     ):
-        result = mesh_scenario.load.closed(LB_SERVICE, concurrency=LB_CONCURRENCY, requests=requests)
+        result = mesh_scenario.load.closed(LB_SERVICE, concurrency=concurrency, requests=requests)
         mesh_scenario.require_chaos(slow, fast)
     counts = result.instance_counts()
     served = sum(c for name, c in counts.items() if name is not None)
@@ -822,7 +835,7 @@ def test_default_load_balancing_sends_a_slow_replica_less(mesh_scenario: Scenari
 
 def test_round_robin_sends_a_slow_replica_a_third(mesh_scenario: Scenario) -> None:
     """README lines 507-508's ROUND_ROBIN option: each replica gets a third, however slow."""
-    run = run_one_slow_replica(mesh_scenario, lb_policy("ROUND_ROBIN"), 1 / 3, "two-sided")
+    run = run_one_slow_replica(mesh_scenario, lb_policy("ROUND_ROBIN"), 1 / 3, "two-sided", RR_CONCURRENCY)
     mesh_scenario.check_rate(
         "claim: slow replica's share is a third",
         run.slow,

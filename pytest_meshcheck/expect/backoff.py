@@ -247,6 +247,8 @@ def power_against(
     return float(np.mean(bounded_ks_statistic(low, high) > c))
 
 
+# Deterministic (seeded simulations) and about a second of CPU: both back-off scenarios of a run share one plan.
+@lru_cache(maxsize=64)
 def plan_backoff(
     retries: int,
     *,

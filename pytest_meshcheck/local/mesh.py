@@ -38,6 +38,7 @@ from pytest_meshcheck.local.process import ManagedProcess, ProcessGroup, new_wor
 from pytest_meshcheck.local.prometheus import PrometheusServer, find_prometheus
 from pytest_meshcheck.local.sidecar import Sidecar, scrape_labels, wait_log_flushed
 from pytest_meshcheck.local.workloads import WorkloadHosts
+from pytest_meshcheck.metrics.log_offsets import open_log
 from pytest_meshcheck.policy.fit import check_policies_fit
 from pytest_meshcheck.policy.model import PolicySet
 from pytest_meshcheck.topology import Topology, load_topology
@@ -559,10 +560,11 @@ class LocalMesh:
 
         wait_log_flushed(end)
         aliases = set(self.topology.service(service).host_aliases())
-        try:
-            lines = self.access_log_path.read_text(errors="replace").splitlines()
-        except OSError:
+        handle = open_log(self.access_log_path, start)
+        if handle is None:
             return []
+        with handle:
+            lines = handle.read().splitlines()
         entries = []
         for line in lines:
             try:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_meshcheck.metrics.log_offsets import open_log
+
 #: Records carry their start time with microseconds; an attempt's child call can start a little
 #: before the attempt's own stamp says (both are taken on different processes), so placing allows this.
 CLOCK_SLACK_S = 0.002
@@ -130,9 +132,8 @@ def _start_of(line: str) -> float | None:
 
 def read_records(path: Path, kind: RecordKind, sidecar: str, start: float, end: float) -> Iterator[LogRecord]:
     """The records of one log file that started within ``[start, end]``; nothing when the file is absent."""
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except OSError:
+    handle = open_log(path, start)
+    if handle is None:
         return
     with handle:
         for line in handle:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_meshcheck.metrics.attempts import AttemptRecords, LogRecord
+from pytest_meshcheck.metrics.log_offsets import open_log
 
 #: Envoy stamps events to the millisecond (truncated): the ejection happened within this after ``time``.
 STAMP_RESOLUTION = 0.001
@@ -100,9 +101,8 @@ def parse_event(line: str, sidecar: str) -> OutlierEvent | None:
 
 def read_events(path: Path, sidecar: str, start: float, end: float) -> Iterator[OutlierEvent]:
     """The events of one log file stamped within ``[start, end]``; nothing when the file is absent."""
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except OSError:
+    handle = open_log(path, start - STAMP_RESOLUTION)
+    if handle is None:
         return
     with handle:
         for line in handle:

@@ -128,7 +128,9 @@ def collect_graph(scenario: Scenario) -> dict[str, Any]:
         return {"available": False, "note": "no service was called", "edges": []}
     nodes = graph_nodes(edges, scenario.mesh.policies, topology)
     try:
-        client = scenario.prom()
+        # The client's counters are complete at the traffic's end, as for the report's evidence (whose scrape
+        # wait this shares); a pod's calls can outlive the user request, so its hops are read up to now.
+        client = scenario.prom(scenario.window_start, scenario.traffic_ended_at)
         hops: dict[str, Prom] = {}
         out = []
         for src, dst in edges:

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import binom, norm
 
 from pytest_meshcheck.errors import MeshcheckError
@@ -318,3 +320,21 @@ def test_a_tail_with_no_rate_delta_away_fails_as_inconclusive_not_off_by_delta()
     # Mirrored near 0.
     near_zero = RateRule(0.0081, "two-sided", 0.05, ALPHA, 0.05)
     assert decide(near_zero, 0, n).outcome == "inconclusive"
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 4000),
+    p0=st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.875, 0.9919]), st.floats(0.0, 1.0)),
+    alternative=st.sampled_from(["at-least", "at-most", "two-sided"]),
+    alpha=st.sampled_from([2e-5, 3.3e-5, 0.001, 0.05, 1e-9]),
+)
+def test_acceptance_region_equals_the_sums_over_every_success_count(
+    n: int, p0: float, alternative: RateAlternative, alpha: float
+) -> None:
+    # The region is searched from the binomial quantile; its definition counts over all n + 1 outcomes.
+    k = np.arange(n + 1)
+    tail = alpha / 2 if alternative == "two-sided" else alpha
+    low = int(np.count_nonzero(binom.cdf(k, n, p0) <= tail)) if alternative != "at-most" else 0
+    high = int(k[binom.sf(k, n, p0) <= tail].min()) if alternative != "at-least" else n
+    assert acceptance_region(n, p0, alternative, alpha) == (low, high)
