@@ -542,7 +542,7 @@ class Scenario:
         )
         results: list[LoadResult] = []
         while test.decision == "continue":
-            batch = min(SEQUENTIAL_BATCH * concurrency, max_requests - test.n)
+            batch = min(max(SEQUENTIAL_BATCH, 4 * concurrency), max_requests - test.n)
             result = self.load.closed(
                 drive.service, concurrency=concurrency, requests=batch, path=drive.path, headers=drive.headers
             )

@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
 # How far the SPRT may run past the fixed-sample plan before it stops undecided (inconclusive).
 SEQUENTIAL_CAP = 3
-SEQUENTIAL_BATCH = 50
+# Requests per SPRT batch: the test decides between batches, so a batch is what a decision can overshoot by. At
+# least four rounds of the closed loop, so that every batch keeps all its requests in flight.
+SEQUENTIAL_BATCH = 200
 
 
 @dataclass

@@ -31,7 +31,7 @@ def test_sequential_run_decides_the_claim_with_the_sprt_and_the_model_anytime(tm
     assert claim["outcome"] == "passed"
     assert claim["alpha"] <= 0.001
     assert model["method"] == "confidence sequence"
-    # The fixed-sample plan for this scenario is 1,218 requests (tests/unit/test_scenario_power.py); a
+    # The fixed-sample plan for this scenario was 1,218 requests at alpha 0.001 (1,740 at the run's alpha); a
     # policy that holds is decided far sooner (Wald's mean under H0 is about 63 for this claim alone,
     # and batches are 200 requests).
     sent = sum(phase["requests"] for phase in record["load"])
