@@ -263,7 +263,7 @@ def check_payment_breaker_claim(mesh_scenario: Scenario, policies: PolicySet) ->
         )
         mesh_scenario.sleep(MERGE_WINDOW, "Envoy's ejection merge window")
         reached_before = sum(p.served for p in injected.proof())
-        after = mesh_scenario.load.open("payment-service", rate=50.0, duration=1.0)
+        after = mesh_scenario.load.open("payment-service", rate=100.0, duration=0.5)
         reached = sum(p.served for p in injected.proof()) - reached_before
         proof = injected.proof()
     # Exact: an instance Envoy ejects has served exactly consecutive5xxErrors errors on the attempts Envoy sent it

@@ -1055,9 +1055,15 @@ class Scenario:
             exprs[metric] = selector(metric, prom.base_labels)
         self.record.metric_deltas.update(prom.increases(exprs))
         start, end = self.started_at - 1, self.record.ended_at + 1
-        for name, (metric, is_counter) in REPORT_SERIES.items():
-            series = prom.range(f"sum({_cluster_selector(metric, fqdns, prom.base_labels)})", start, end, 1.0)
-            points = series[0].points if series else []
+        # One range query for every series, each sum tagged with its name: one round trip instead of four.
+        tagged = " or ".join(
+            f'label_replace(sum({_cluster_selector(metric, fqdns, prom.base_labels)}), "meshcheck_series", '
+            f'"{name}", "", "")'
+            for name, (metric, _) in REPORT_SERIES.items()
+        )
+        by_name = {s.labels.get("meshcheck_series"): s.points for s in prom.range(tagged, start, end, 1.0)}
+        for name, (_, is_counter) in REPORT_SERIES.items():
+            points = by_name.get(name, [])
             if is_counter and points:
                 base = points[0][1]
                 points = [(t, v - base) for t, v in points]

@@ -35,7 +35,7 @@ from pytest_meshcheck.local import bootstrap as bs
 from pytest_meshcheck.local.capacity import check_capacity
 from pytest_meshcheck.local.envoy import EnvoyAdmin, XdsFiles, XdsSnapshot, find_envoy
 from pytest_meshcheck.local.process import ManagedProcess, ProcessGroup, new_work_dir, sweep_leftovers
-from pytest_meshcheck.local.prometheus import PrometheusServer, find_prometheus
+from pytest_meshcheck.local.prometheus import FAST_SCRAPE_INTERVAL, PrometheusServer, find_prometheus
 from pytest_meshcheck.local.sidecar import Sidecar, scrape_labels, wait_log_flushed
 from pytest_meshcheck.local.workloads import WorkloadHosts
 from pytest_meshcheck.metrics.log_offsets import open_log
@@ -472,7 +472,8 @@ class LocalMesh:
         assert self.admin is not None
         assert self.client is not None
         assert self.workloads is not None
-        targets: dict[str, tuple[str, dict[str, str]]] = {"envoy": scrape_labels(self.client, {})}
+        fast = {"__scrape_interval__": FAST_SCRAPE_INTERVAL, "__scrape_timeout__": FAST_SCRAPE_INTERVAL}
+        targets: dict[str, tuple[str, dict[str, str]]] = {"envoy": scrape_labels(self.client, fast)}
         by_name = {i.name: i for i in self._instances}
         for pod, sidecar in self.pod_sidecars.items():
             inst = by_name[pod]

@@ -411,3 +411,17 @@ def test_prometheus_counts_upstream_rq_total_for_each_service_after_traffic(mesh
         time.sleep(0.05)
     print(f"\nfirst scrape after {first_scrape:.2f}s of waiting; traffic visible in Prometheus after {elapsed:.2f}s")
     assert all(now.get(s, 0) >= before[s] + n for s in SERVICES), (before, now)
+
+
+@pytest.mark.prometheus
+def test_the_callers_sidecar_is_scraped_every_100_ms_and_the_other_targets_every_250_ms(mesh: LocalMesh) -> None:
+    mesh.wait_for_metrics()
+    time.sleep(2.1)
+    data = httpx.get(mesh.prometheus_url + "/api/v1/query", params={"query": "up[2s]"}, timeout=2.0).json()
+    spacing = {}
+    for series in data["data"]["result"]:
+        stamps = [float(t) for t, _ in series["values"]]
+        spacing[series["metric"]["meshcheck_target"]] = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    assert spacing.pop("envoy") == pytest.approx(0.1, abs=0.005)
+    assert spacing  # the pods' sidecars and the workload hosts
+    assert all(s == pytest.approx(0.25, abs=0.005) for s in spacing.values()), spacing
